@@ -1,0 +1,334 @@
+"""The frozen pydantic models behind :mod:`exporter.config` (import them from there)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+DEFAULT_TIMESCALE_URL = "postgresql://ingest:ingest@127.0.0.1:55432/ingest"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:56379/0"
+DEFAULT_KAFKA_BOOTSTRAP = ("127.0.0.1:59092",)
+DEFAULT_LISTEN_ADDRESS = "0.0.0.0:9817"  # an exporter listens on every interface, like its peers
+
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$")
+_DEPLOYMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]*):(\d{1,5})$")
+
+PositiveSeconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+
+
+def _check_url(value: SecretStr, schemes: tuple[str, ...], what: str) -> SecretStr:
+    raw = value.get_secret_value()
+    try:
+        parts = urlsplit(raw)
+        host = parts.netloc.rpartition("@")[2]
+        # Reading .port validates it (ValueError when not a number in range).
+        _ = parts.port if host and not host.startswith(",") else None
+    except ValueError:
+        host = ""
+    scheme_ok = raw.partition("://")[0].lower() in schemes
+    if not scheme_ok or not (host or "host=" in raw or raw.startswith("unix://")):
+        raise ValueError(f"expected a {what} URL ({'|'.join(schemes)}://[user[:password]@]host)")
+    return value
+
+
+class TimescaleSettings(_Frozen):
+    """Connection to the TimescaleDB/PostgreSQL database the ingest writes into."""
+
+    url: SecretStr = SecretStr(DEFAULT_TIMESCALE_URL)
+    application_name: str = Field("ingest-exporter", min_length=1, max_length=63)
+    pool_max_size: int = Field(2, ge=1, le=20)
+    statement_timeout_seconds: PositiveSeconds = 5.0
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: SecretStr) -> SecretStr:
+        return _check_url(value, ("postgresql", "postgres"), "PostgreSQL")
+
+
+CachePreset = Literal["institutional", "bootstrap", "aggressive", "extended", "disabled"]
+
+# name -> (ttl seconds, max keys). "disabled" caches nothing at all.
+CACHE_PRESETS: dict[str, tuple[int, int]] = {
+    "institutional": (900, 50_000),
+    "bootstrap": (60, 1_000),
+    "aggressive": (3_600, 200_000),
+    "extended": (86_400, 100_000),
+    "disabled": (0, 0),
+}
+
+
+class RedisCacheSettings(_Frozen):
+    """Redis cache policy: a preset plus optional overrides, enforced on the server."""
+
+    strategy: CachePreset = "institutional"
+    ttl_seconds: int | None = Field(None, gt=0)
+    max_keys: int | None = Field(None, gt=0)
+    namespace: str = Field("ingest:cache", min_length=1, max_length=128)
+    invalidate_prefixes: tuple[str, ...] = ()
+
+    @property
+    def enabled(self) -> bool:
+        """Tell whether anything is cached at all."""
+        return self.strategy != "disabled"
+
+    @property
+    def effective_ttl_seconds(self) -> int:
+        """Return the TTL every cached key gets on the server."""
+        return 0 if not self.enabled else self.ttl_seconds or CACHE_PRESETS[self.strategy][0]
+
+    @property
+    def effective_max_keys(self) -> int:
+        """Return the most keys the namespace may hold."""
+        return 0 if not self.enabled else self.max_keys or CACHE_PRESETS[self.strategy][1]
+
+
+class RedisSettings(_Frozen):
+    """Connection to Redis and its cache policy."""
+
+    url: SecretStr = SecretStr(DEFAULT_REDIS_URL)
+    max_connections: int = Field(4, ge=1, le=64)
+    cache: RedisCacheSettings = RedisCacheSettings()
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: SecretStr) -> SecretStr:
+        return _check_url(value, ("redis", "rediss", "unix"), "Redis")
+
+
+class TopicBinding(_Frozen):
+    """One ingest topic feeding one dimension."""
+
+    dimension: str
+    topic: str = Field(min_length=1, max_length=249, pattern=r"^[A-Za-z0-9._-]+$")
+
+
+class KafkaSettings(_Frozen):
+    """Connection to the Kafka cluster, the ingest bridge and the manifest stream."""
+
+    bootstrap_servers: tuple[str, ...] = DEFAULT_KAFKA_BOOTSTRAP
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    client_id: str = Field("ingest-exporter", min_length=1)
+    ingest_topics: tuple[TopicBinding, ...] = ()
+    consumer_group: str = Field("ingest-exporter", min_length=1)
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    commit_mode: Literal["after_delivery", "periodic"] = "after_delivery"
+    manifest_topic: str = Field("telemetry.ingest.manifest", pattern=r"^[A-Za-z0-9._-]+$")
+    manifest_publish: bool = True
+    manifest_interval_seconds: PositiveSeconds = 300.0
+    canary_topic: str | None = Field(None, pattern=r"^[A-Za-z0-9._-]+$")
+
+    @field_validator("bootstrap_servers", mode="before")
+    @classmethod
+    def _servers(cls, value: Any) -> Any:
+        items = [value] if isinstance(value, str) else value
+        if not items:
+            raise ValueError("expected at least one host:port")
+        for item in items:
+            match = _HOST_PORT.match(str(item).strip())
+            if match is None or not match.group(1) or not 0 < int(match.group(2)) < 65536:
+                raise ValueError("expected host:port entries separated by commas")
+        return tuple(str(item).strip() for item in items)
+
+    @field_validator("ingest_topics", mode="before")
+    @classmethod
+    def _topics(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return [{"dimension": d, "topic": t} for d, t in value.items()]
+        return value
+
+
+class DeploymentSettings(_Frozen):
+    """One named deployment: its Timescale, Redis and Kafka."""
+
+    name: str = Field("local", pattern=_DEPLOYMENT.pattern)
+    timescale: TimescaleSettings = TimescaleSettings()
+    redis: RedisSettings = RedisSettings()
+    kafka: KafkaSettings = KafkaSettings()
+    mask_hosts: bool = False
+
+
+class DimensionSettings(_Frozen):
+    """A named Timescale table the ingest fills; the one vocabulary for drills, topics, probes."""
+
+    name: str = Field(pattern=_IDENTIFIER.pattern)
+    table: str = Field("", pattern=r"^$|" + _TABLE.pattern)
+    time_column: str = Field("time", pattern=_IDENTIFIER.pattern)
+    freshness_sla_seconds: PositiveSeconds = 3_600.0
+    recent_window_seconds: PositiveSeconds = 3_600.0
+
+    @model_validator(mode="after")
+    def _default_table(self) -> Self:
+        if not self.table:
+            object.__setattr__(self, "table", self.name)
+        return self
+
+
+class DrillObjectives(_Frozen):
+    """Targets a failover drill is judged against."""
+
+    detection_seconds: PositiveSeconds = 30.0
+    rto_seconds: PositiveSeconds = 120.0
+    rpo_seconds: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 5.0
+
+
+class TimescaleFailoverDrillSettings(_Frozen):
+    """Which Timescale dimensions take part in disaster-recovery drills, and how."""
+
+    enabled: bool = False
+    dimensions: tuple[str, ...] = ()
+    label: str = Field("timescale-failover-drill", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    run_fallback: bool = False
+    objectives: DrillObjectives = DrillObjectives()
+
+
+class OperatorProbeSettings(_Frozen):
+    """An operator-supplied probe: a ``module:function`` import path, sync or async."""
+
+    name: str = Field(pattern=_IDENTIFIER.pattern)
+    target: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    connector: str = Field("operator", pattern=_IDENTIFIER.pattern)
+    timeout_seconds: PositiveSeconds | None = None
+
+
+class ProbeSettings(_Frozen):
+    """How often probes run and how long each may take."""
+
+    interval_seconds: PositiveSeconds = 15.0
+    timeout_seconds: PositiveSeconds = 5.0
+    operator: tuple[OperatorProbeSettings, ...] = ()
+
+
+class WebSettings(_Frozen):
+    """The HTTP listener."""
+
+    listen_address: str = DEFAULT_LISTEN_ADDRESS
+    config_file: Path | None = None
+    max_request_body_bytes: int = Field(65_536, ge=0)
+
+    @field_validator("listen_address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        match = _HOST_PORT.match(value)
+        if match is None or not 0 <= int(match.group(2)) < 65536:
+            raise ValueError("expected HOST:PORT (e.g. 127.0.0.1:9817 or :9817)")
+        return value
+
+    @property
+    def host(self) -> str:
+        """Return the host part (all interfaces when empty)."""
+        host = self.listen_address.rpartition(":")[0].strip("[]")
+        return host or "0.0.0.0"  # noqa: S104 - ":PORT" means every interface by convention
+
+    @property
+    def port(self) -> int:
+        """Return the port part."""
+        return int(self.listen_address.rpartition(":")[2])
+
+
+class LogSettings(_Frozen):
+    """Log level and format."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+    @field_validator("level", "format", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+
+class IngestSettings(BaseSettings):
+    """The whole validated, immutable configuration of one exporter process."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="forbid")
+
+    dimensions: tuple[DimensionSettings, ...] = ()
+    deployments: tuple[DeploymentSettings, ...] = (DeploymentSettings(),)
+    failover_drill: TimescaleFailoverDrillSettings = TimescaleFailoverDrillSettings()
+    probes: ProbeSettings = ProbeSettings()
+    web: WebSettings = WebSettings()
+    log: LogSettings = LogSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Use only explicit input: config.py maps the environment itself.
+
+        The operator-facing variable names predate this tree (three aliases for one URL,
+        comma-separated pairs), and errors must name the variable that was set, so the
+        environment is read by :func:`exporter.config.build_institutional_ingest_config`.
+        """
+        return (init_settings,)
+
+    @field_validator("dimensions", mode="before")
+    @classmethod
+    def _dimension_names(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple):
+            return [{"name": v} if isinstance(v, str) else v for v in value]
+        return value
+
+    @model_validator(mode="after")
+    def _references(self) -> Self:
+        """Check that every name refers to something declared (one vocabulary)."""
+        known = [d.name for d in self.dimensions]
+        if len(set(known)) != len(known):
+            raise ValueError("dimensions: expected unique dimension names")
+        names = [d.name for d in self.deployments]
+        if len(set(names)) != len(names):
+            raise ValueError("deployments: expected unique deployment names")
+        declared = ", ".join(known) or "none"
+        for name in self.failover_drill.dimensions:
+            if name not in known:
+                raise ValueError(
+                    f"failover_drill.dimensions: expected declared dimensions ({declared}), "
+                    f"got unknown {name!r}"
+                )
+        if self.failover_drill.enabled and not self.failover_drill.dimensions:
+            if not known:
+                raise ValueError("failover_drill.enabled: expected declared dimensions to drill")
+            drill = self.failover_drill.model_copy(update={"dimensions": tuple(known)})
+            object.__setattr__(self, "failover_drill", drill)
+        for index, deployment in enumerate(self.deployments):
+            for binding in deployment.kafka.ingest_topics:
+                if binding.dimension not in known:
+                    raise ValueError(
+                        f"deployments.{index}.kafka.ingest_topics: expected declared "
+                        f"dimensions ({declared}), got unknown {binding.dimension!r}"
+                    )
+        return self
+
+    def dimension(self, name: str) -> DimensionSettings:
+        """Return the declared dimension called ``name``."""
+        for dimension in self.dimensions:
+            if dimension.name == name:
+                return dimension
+        raise KeyError(name)
+
+    def deployment(self, name: str | None = None) -> DeploymentSettings:
+        """Return the named deployment, or the first one."""
+        if name is None:
+            return self.deployments[0]
+        for deployment in self.deployments:
+            if deployment.name == name:
+                return deployment
+        raise KeyError(name)

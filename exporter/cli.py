@@ -1,0 +1,173 @@
+"""Command line: argument parsing and exit codes; the only module that calls ``sys.exit``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from exporter import __version__
+from exporter.config import IngestSettings, build_institutional_ingest_config
+from exporter.errors import ConfigError, ExporterError
+
+__all__ = [
+    "EXIT_CONFIG",
+    "EXIT_FAILURE",
+    "EXIT_LISTEN",
+    "EXIT_OK",
+    "main",
+]
+
+#: Success (``probe``: every check ok).
+EXIT_OK = 0
+#: A runtime failure (``probe``: some check not ok).
+EXIT_FAILURE = 1
+#: Bad usage or configuration: nothing was started.
+EXIT_CONFIG = 2
+#: The HTTP listener could not bind its address.
+EXIT_LISTEN = 3
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ingest-exporter",
+        description="Prometheus exporter and health daemon for a Timescale + Redis + Kafka stack.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config.file", dest="config_file", metavar="FILE", help="YAML config")
+    common.add_argument("--log.level", dest="log_level", metavar="LEVEL", help="debug|info|...")
+    common.add_argument("--log.format", dest="log_format", metavar="FMT", help="auto|json|console")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    run = commands.add_parser("run", parents=[common], help="run the daemon (serves /metrics)")
+    run.add_argument("--web.listen-address", dest="listen_address", metavar="HOST:PORT")
+    commands.add_parser("check-config", parents=[common], help="validate the configuration")
+    manifest = commands.add_parser("manifest", parents=[common], help="print the manifest")
+    manifest.add_argument("--deployment", help="only this deployment")
+    probe = commands.add_parser("probe", parents=[common], help="probe once and print the report")
+    probe.add_argument("--format", choices=("table", "json"), default=None)
+    probe.add_argument("--deployment", help="only this deployment")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> IngestSettings:
+    overrides: dict[str, Any] = {}
+    if getattr(args, "listen_address", None):
+        overrides["web.listen_address"] = args.listen_address
+    if args.log_level:
+        overrides["log.level"] = args.log_level
+    if args.log_format:
+        overrides["log.format"] = args.log_format
+    return build_institutional_ingest_config(config_file=args.config_file, overrides=overrides)
+
+
+def _fail(code: int, message: str) -> NoReturn:
+    print(f"ingest-exporter: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Run the command line and exit with one of the documented codes."""
+    parser = _parser()
+    args = parser.parse_args(argv)  # exits 2 on bad usage, like every argparse program
+    try:
+        settings = _settings(args)
+        code = _dispatch(args, settings)
+    except ConfigError as exc:
+        _fail(EXIT_CONFIG, f"invalid configuration: {exc}")
+    except ExporterError as exc:
+        from exporter.daemon import ListenError
+
+        _fail(EXIT_LISTEN if isinstance(exc, ListenError) else EXIT_FAILURE, str(exc))
+    except KeyboardInterrupt:
+        sys.exit(EXIT_OK)
+    sys.exit(code)
+
+
+def _dispatch(args: argparse.Namespace, settings: IngestSettings) -> int:
+    if args.command == "check-config":
+        _check_operator_probes(settings)
+        names = ", ".join(d.name for d in settings.deployments)
+        print(f"configuration ok: deployments {names}; {len(settings.dimensions)} dimension(s)")
+        return EXIT_OK
+    if args.command == "manifest":
+        return _manifest(settings, args.deployment)
+    _configure_logs(settings)
+    if args.command == "probe":
+        return asyncio.run(_probe(settings, args.deployment, args.format))
+    return _run(settings)
+
+
+def _check_operator_probes(settings: IngestSettings) -> None:
+    from exporter.probes.operator import load_operator_probes
+
+    load_operator_probes(settings.probes.operator)
+
+
+def _configure_logs(settings: IngestSettings) -> None:
+    from exporter.provisioner import secrets_of
+    from exporter.redaction import Redactor
+    from exporter.telemetry.logs import configure_logging
+
+    configure_logging(
+        level=settings.log.level,
+        fmt=settings.log.format,
+        redactor=Redactor(secrets_of(settings)),
+    )
+
+
+def _manifest(settings: IngestSettings, deployment: str | None) -> int:
+    from exporter.manifest import build_manifest
+
+    chosen = [d for d in settings.deployments if deployment in (None, d.name)]
+    if not chosen:
+        raise ConfigError("--deployment", f"a configured deployment, got {deployment!r}")
+    manifests = [build_manifest(settings, d).model_dump(mode="json") for d in chosen]
+    out = {"deployments": manifests, "failover": _failover(settings)}
+    print(json.dumps(out, indent=2))
+    return EXIT_OK
+
+
+def _failover(settings: IngestSettings) -> dict[str, Any] | None:
+    drill = settings.failover_drill
+    return drill.model_dump(mode="json") if drill.enabled else None
+
+
+async def _probe(settings: IngestSettings, deployment: str | None, fmt: str | None) -> int:
+    from exporter.probes.report import render_table
+    from exporter.provisioner import InstitutionalIngestProvisioner
+
+    provisioner = InstitutionalIngestProvisioner(settings)
+    chosen = [d.name for d in settings.deployments if deployment in (None, d.name)]
+    if not chosen:
+        raise ConfigError("--deployment", f"a configured deployment, got {deployment!r}")
+    reports = []
+    for name in chosen:
+        services = provisioner.provision(deployment=name)
+        await services.start(supervise=False)
+        try:
+            reports.append(await services.connectivity_report())
+        finally:
+            await services.stop()
+    fmt = fmt or ("table" if sys.stdout.isatty() else "json")
+    if fmt == "json":
+        print(json.dumps({"reports": [r.as_dict() for r in reports]}, indent=2))
+    else:
+        print(render_table(reports))
+    return EXIT_OK if all(r.ok for r in reports) else EXIT_FAILURE
+
+
+def _run(settings: IngestSettings) -> int:
+    from exporter.daemon import Daemon
+    from exporter.provisioner import secrets_of
+    from exporter.redaction import Redactor
+
+    async def serve() -> None:
+        daemon = Daemon(settings, redactor=Redactor(secrets_of(settings)))
+        await daemon.run()
+
+    asyncio.run(serve())
+    return EXIT_OK

@@ -1,0 +1,91 @@
+"""Kafka connector: a lazily bootstrapped aiokafka admin client plus shared client settings."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from typing import Any, ClassVar
+
+from aiokafka.admin import AIOKafkaAdminClient
+
+from exporter.config import KafkaSettings
+from exporter.connectors.base import Connector
+from exporter.errors import ConnectorError
+
+__all__ = ["KafkaConnector"]
+
+
+class KafkaConnector(Connector):
+    """Own the admin client used by probes; producers and consumers reuse its settings.
+
+    aiokafka's clients must reach a broker in ``start()``, so the admin client is created on
+    first use and thrown away after a failure: the next probe bootstraps afresh instead of
+    reusing a client whose metadata points at a broker that went away.
+    """
+
+    kind: ClassVar[str] = "kafka"
+
+    def __init__(self, settings: KafkaSettings, *, timeout: float, name: str = "kafka") -> None:
+        super().__init__(name)
+        self.settings = settings
+        self.timeout = timeout
+        self._admin: AIOKafkaAdminClient | None = None
+        self._admin_lock = asyncio.Lock()
+
+    def client_options(self) -> dict[str, Any]:
+        """Return the connection options every aiokafka client of this connector uses."""
+        options: dict[str, Any] = {
+            "bootstrap_servers": list(self.settings.bootstrap_servers),
+            "client_id": self.settings.client_id,
+            "security_protocol": self.settings.security_protocol,
+            "request_timeout_ms": max(int(self.timeout * 1000), 1000),
+            "retry_backoff_ms": 200,
+        }
+        if self.settings.security_protocol in ("SSL", "SASL_SSL"):
+            options["ssl_context"] = ssl.create_default_context()
+        if self.settings.sasl_mechanism is not None:
+            options["sasl_mechanism"] = self.settings.sasl_mechanism
+            options["sasl_plain_username"] = self.settings.sasl_username
+            password = self.settings.sasl_password
+            options["sasl_plain_password"] = password.get_secret_value() if password else None
+        return options
+
+    async def _open(self) -> None:
+        """Nothing to open yet: the admin client bootstraps on first use."""
+
+    async def _close(self) -> None:
+        await self.reset()
+
+    async def admin(self) -> AIOKafkaAdminClient:
+        """Return a bootstrapped admin client, creating one if needed."""
+        async with self._admin_lock:
+            if self._admin is not None:
+                return self._admin
+            options = self.client_options()
+            options.pop("retry_backoff_ms")
+            admin = AIOKafkaAdminClient(**options)
+            try:
+                await admin.start()
+            except BaseException:
+                await _quietly_close(admin)
+                raise
+            self._admin = admin
+            return admin
+
+    async def reset(self) -> None:
+        """Drop the admin client so the next use bootstraps again."""
+        admin, self._admin = self._admin, None
+        if admin is not None:
+            await _quietly_close(admin)
+
+    def require_started(self) -> None:
+        """Raise unless the connector was started."""
+        if self.state != "started":
+            raise ConnectorError(self.name, "error", "connector not started")
+
+
+async def _quietly_close(admin: AIOKafkaAdminClient) -> None:
+    # Closing a half-open client may fail; it is discarded either way.
+    with contextlib.suppress(Exception):
+        await admin.close()

@@ -1,0 +1,151 @@
+"""The daemon's lifecycle: provision -> listen -> start -> wait for a signal -> graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import structlog
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from exporter import __version__
+from exporter.config import IngestSettings
+from exporter.errors import ExporterError
+from exporter.manifest import connector_infos
+from exporter.probes.base import Probe
+from exporter.provisioner import InstitutionalIngestProvisioner, InstitutionalIngestServices
+from exporter.redaction import Redactor
+from exporter.state import ExporterState
+from exporter.supervisor import TaskSupervisor
+from exporter.telemetry.metrics import IngestCollector, MetricsRenderer
+from exporter.telemetry.web import WebApp, build_app
+
+__all__ = ["Daemon", "ListenError"]
+
+_log = structlog.get_logger(__name__)
+
+#: Upper bound on a graceful stop; past it the process exits anyway.
+SHUTDOWN_TIMEOUT = 10.0
+
+
+class ListenError(ExporterError):
+    """Report that the HTTP listener could not bind its address."""
+
+    def __init__(self, address: str, reason: str) -> None:
+        self.address = address
+        super().__init__(f"cannot listen on {address}: {reason}")
+
+
+class Daemon:
+    """Own every long-lived object of one exporter process."""
+
+    def __init__(
+        self,
+        settings: IngestSettings,
+        *,
+        redactor: Redactor | None = None,
+        probes: Sequence[Probe] = (),
+    ) -> None:
+        self.settings = settings
+        self.redactor = redactor or Redactor()
+        self.state = ExporterState()
+        self.supervisor = TaskSupervisor(redact=self.redactor, on_change=self.state.touch)
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(IngestCollector(self.state, tasks=self.supervisor.describe))
+        self.renderer = MetricsRenderer(self.registry, self.state)
+        self.provisioner = InstitutionalIngestProvisioner(
+            settings, redactor=self.redactor, probes=probes
+        )
+        self.services: list[InstitutionalIngestServices] = [
+            self.provisioner.provision(
+                supervisor=self.supervisor, deployment=d.name, state=self.state
+            )
+            for d in settings.deployments
+        ]
+        self.stop_event = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    def manifests(self) -> list[dict[str, Any]]:
+        """Return every deployment's manifest."""
+        return [services.managed_manifest() for services in self.services]
+
+    async def start(self) -> None:
+        """Bind the listener first (so a bad address fails fast), then start the services."""
+        self.state.set_connectors(connector_infos(self.settings))
+        self.state.set_failover(self.services[0].failover_metadata())
+        handlers = WebApp(self.state, self.renderer, manifests=self.manifests)
+        app = build_app(handlers, max_body=self.settings.web.max_request_body_bytes)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        web_settings = self.settings.web
+        site = web.TCPSite(self._runner, web_settings.host, web_settings.port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            raise ListenError(web_settings.listen_address, exc.strerror or str(exc)) from None
+        server = site._server  # aiohttp exposes the bound socket only here
+        sockets = getattr(server, "sockets", None) or ()
+        self.port = sockets[0].getsockname()[1] if sockets else web_settings.port
+        for services in self.services:
+            await services.start()
+        _log.info(
+            "exporter_started",
+            version=__version__,
+            listen_address=f"{web_settings.host}:{self.port}",
+            deployments=[s.name for s in self.services],
+        )
+
+    async def stop(self, timeout: float = SHUTDOWN_TIMEOUT) -> None:
+        """Stop tasks, services and the listener, all within ``timeout``."""
+        t0 = time.monotonic()
+        deadline = t0 + timeout
+        clean = await self.supervisor.cancel_all(timeout=timeout / 2)
+        for services in self.services:
+            await services.stop(max(0.1, deadline - time.monotonic()))
+        if self._runner is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.1, deadline - time.monotonic())):
+                    await self._runner.cleanup()
+            self._runner = None
+        _log.info(
+            "exporter_stopped",
+            duration_seconds=round(time.monotonic() - t0, 3),
+            tasks_clean=clean,
+        )
+
+    async def run(self, *, install_signals: bool = True) -> None:
+        """Start, serve until SIGTERM/SIGINT (or ``stop_event``), then stop gracefully."""
+        loop = asyncio.get_running_loop()
+        if install_signals:
+            self._install_signals(loop)
+        try:
+            await self.start()
+            await self.stop_event.wait()
+            _log.info("exporter_stopping")
+        finally:
+            await asyncio.shield(self.stop())
+            if install_signals:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(sig)
+
+    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
+        def on_signal(sig: signal.Signals, force: Callable[[], None]) -> None:
+            if self.stop_event.is_set() and sig is signal.SIGINT:
+                force()
+            _log.info("signal_received", signal=sig.name)
+            self.stop_event.set()
+
+        def force_exit() -> None:
+            # A second Ctrl-C means "now": skip the graceful path.
+            _log.warning("exporter_forced_exit")
+            raise SystemExit(130)
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal, sig, force_exit)

@@ -1,0 +1,98 @@
+"""Map library exceptions to the bounded :class:`~exporter.probes.base.Reason` set."""
+
+from __future__ import annotations
+
+import errno
+import socket
+import ssl
+from collections.abc import Iterator
+
+from exporter.errors import ConnectorError, ProbeError
+from exporter.probes.base import Reason
+
+__all__ = ["classify"]
+
+# Matched against the class names along the exception's MRO, so the probes need no hard
+# import of every client library's hierarchy (and the mapping works for all three).
+_BY_CLASS_NAME: dict[str, Reason] = {
+    "InvalidPasswordError": Reason.AUTH,
+    "InvalidAuthorizationSpecificationError": Reason.AUTH,
+    "AuthenticationError": Reason.AUTH,
+    "AuthenticationWrongNumberOfArgsError": Reason.AUTH,
+    "SaslAuthenticationFailedError": Reason.AUTH,
+    "InsufficientPrivilegeError": Reason.PERMISSION,
+    "NoPermissionError": Reason.PERMISSION,
+    "TopicAuthorizationFailedError": Reason.PERMISSION,
+    "GroupAuthorizationFailedError": Reason.PERMISSION,
+    "ClusterAuthorizationFailedError": Reason.PERMISSION,
+    "UndefinedTableError": Reason.MISSING,
+    "InvalidCatalogNameError": Reason.MISSING,
+    "UnknownTopicOrPartitionError": Reason.MISSING,
+    "QueryCanceledError": Reason.TIMEOUT,
+    "KafkaTimeoutError": Reason.TIMEOUT,
+    "RequestTimedOutError": Reason.TIMEOUT,
+    "TimeoutError": Reason.TIMEOUT,
+    "ProtocolError": Reason.PROTOCOL,
+    "InterfaceError": Reason.PROTOCOL,
+    "UnsupportedVersionError": Reason.PROTOCOL,
+    "InvalidResponseError": Reason.PROTOCOL,
+    "CorrelationIdError": Reason.PROTOCOL,
+}
+
+_REFUSED_ERRNOS = {errno.ECONNREFUSED, errno.ECONNRESET, errno.EHOSTUNREACH, errno.ENETUNREACH}
+_TEXT_HINTS: tuple[tuple[str, Reason], ...] = (
+    ("connection refused", Reason.REFUSED),
+    ("connect call failed", Reason.REFUSED),
+    ("name or service not known", Reason.DNS),
+    ("temporary failure in name resolution", Reason.DNS),
+    ("nodename nor servname", Reason.DNS),
+    ("timed out", Reason.TIMEOUT),
+    ("timeout", Reason.TIMEOUT),
+    ("wrongpass", Reason.AUTH),
+    ("invalid password", Reason.AUTH),
+    ("authentication", Reason.AUTH),
+    ("noauth", Reason.AUTH),
+    ("noperm", Reason.PERMISSION),
+    ("permission denied", Reason.PERMISSION),
+    ("certificate", Reason.TLS),
+    ("ssl", Reason.TLS),
+)
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def classify(exc: BaseException) -> Reason:
+    """Return the bounded reason that best explains ``exc`` (``error`` when nothing fits)."""
+    chain = list(_chain(exc))
+    for item in chain:
+        if isinstance(item, ProbeError | ConnectorError):
+            try:
+                return Reason(item.reason)
+            except ValueError:
+                return Reason.ERROR
+        if isinstance(item, socket.gaierror):
+            return Reason.DNS
+        if isinstance(item, ssl.SSLError | ssl.CertificateError):
+            return Reason.TLS
+        if isinstance(item, ConnectionRefusedError):
+            return Reason.REFUSED
+        if isinstance(item, OSError) and item.errno in _REFUSED_ERRNOS:
+            return Reason.REFUSED
+        for klass in type(item).__mro__:
+            reason = _BY_CLASS_NAME.get(klass.__name__)
+            if reason is not None:
+                return reason
+    # Libraries that flatten the cause into text (redis-py, aiokafka) still say what happened.
+    for item in chain:
+        text = str(item).lower()
+        for hint, reason in _TEXT_HINTS:
+            if hint in text:
+                return reason
+    return Reason.ERROR

@@ -1,0 +1,349 @@
+"""Remove credentials from connection URLs, free text and structured log events.
+
+Connection endpoints are shown in the manifest, in metric labels, in logs and in spans; none
+of those may ever carry a password, a token or a secret query parameter. URLs are parsed
+by their grammar, not split on the first ``@`` or ``/``, and whenever the input is ambiguous
+the result masks more than strictly needed: over-redaction is acceptable, a leak never is.
+
+Documented limits:
+
+* A userinfo without a colon is a username and is kept (``redis://user@host``), as every
+  client library reads it.
+* A raw ``@`` is allowed anywhere in a password: the userinfo ends at the *last* ``@`` of
+  the URL. If the text after that ``@`` is not a valid host list, everything after
+  ``scheme://`` is masked.
+* A raw ``&`` inside a query value cannot be told apart from a separator. Segments without
+  ``=`` that follow a secret parameter are dropped, but ``?password=a&b=c`` keeps ``b=c``.
+  Percent-encode query values, or register the secret with a :class:`Redactor`.
+* In free text a URL ends at whitespace or a quote, so a password with a raw space or
+  quote in it is only removed there if it is a known secret.
+* Known secrets shorter than three characters are not replaced in free text: masking every
+  ``a`` or ``42`` would destroy messages without protecting anything worth protecting.
+* Redis ``AUTH`` commands are recognised in upper case only (lower case is usually prose);
+  ``auth=...`` and ``auth: ...`` pairs are masked in any case.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Iterable, Mapping
+from functools import lru_cache
+from typing import Any, Final, TypeVar, cast
+from urllib.parse import quote, quote_plus, unquote, unquote_plus
+
+__all__ = [
+    "MASK",
+    "Redactor",
+    "is_secret_key",
+    "redact_bootstrap_servers",
+    "redact_text",
+    "redact_url",
+]
+
+MASK: Final = "***"
+
+_T = TypeVar("_T")
+
+_MIN_SECRET_LENGTH: Final = 3
+_MAX_DEPTH: Final = 32
+
+_SECRET_FRAGMENTS: Final = (
+    "pass",  # password, passwd, sslpassword, passphrase, sasl_plain_password
+    "pwd",
+    "token",
+    "secret",
+    "credential",
+    "auth",
+    "apikey",
+    "api_key",
+    "accesskey",
+    "access_key",
+    "privatekey",
+    "private_key",
+    "signature",
+)
+# "sig" only as a whole word: as a substring it would hit "signal" and "design".
+_SECRET_WORDS: Final = frozenset({"sig"})
+# libpq accepts hosts as query parameters too; they are hidden when hosts are.
+_HOST_PARAMS: Final = frozenset({"host", "hostaddr"})
+
+# A host is a bracketed IPv6 literal (with optional zone) or a registered name; underscores
+# are allowed because Docker service names use them. Either part may be empty, as libpq
+# allows ``postgresql://:5433`` and ``postgresql://u:pw@/db?host=/run/postgresql``.
+_HOSTPORT: Final = r"(?:\[[0-9A-Fa-f:.]+(?:%[\w.~%-]+)?\]|[\w.~%-]+)?(?::[0-9]*)?"
+_HOST_LIST_RE: Final = re.compile(rf"{_HOSTPORT}(?:,{_HOSTPORT})*(?=[/?#]|\Z)")
+_SERVER: Final = r"(?:\[[0-9A-Fa-f:.]+\]|[\w.~%-]+):[0-9]{1,5}"
+_BARE_SERVERS_RE: Final = re.compile(rf"{_SERVER}(?:,{_SERVER})*")
+# Underscores too: Kafka listeners are written ``SASL_SSL://``.
+_SCHEME_RE: Final = re.compile(r"[A-Za-z][\w+.-]*://")
+# Characters a username never holds; seeing one means the split swallowed a path or query.
+_BAD_USER_RE: Final = re.compile(r"[/?#\[\]\s]")
+
+_URL_IN_TEXT_RE: Final = re.compile(r"(?<![\w+.-])[A-Za-z][\w+.-]*://[^\s\"'`<>]+")
+# Sentence punctuation glued to a URL in prose is not part of it.
+_TRAILING_PUNCTUATION: Final = ".,;:!?)]}"
+_KEY_RE: Final = re.compile(
+    r"""
+    (?<![\w.-])(?<!//)                     # a whole key, not a URL's username
+    (?P<q>["']?)(?P<key>[A-Za-z_][\w.-]*)(?P=q)
+    [ \t]*[:=][ \t]*
+    """,
+    re.VERBOSE,
+)
+# Matched only after a secret key: scanning every value would make long text quadratic.
+_VALUE_RE: Final = re.compile(
+    r"""
+    "(?:[^"\\]|\\.)*" | '(?:[^'\\]|\\.)*'
+    | (?:(?i:bearer|basic|token|digest|negotiate)[ \t]+)?\S+
+    """,
+    re.VERBOSE,
+)
+_AUTH_RE: Final = re.compile(r"\bAUTH\b[ \t'\",]+[^\s'\",][^\r\n]*")
+
+
+def is_secret_key(key: str) -> bool:
+    """Tell whether a parameter, field or header name holds a secret value.
+
+    Args:
+        key: The name, in any case; ``-``, ``.`` and spaces count as ``_``.
+
+    Returns:
+        True for names such as ``password``, ``sslpassword``, ``token``, ``api-key``,
+        ``X-Auth-Token``, ``sig`` or any ``sasl_*`` except ``sasl_mechanism``.
+    """
+    norm = re.sub(r"[\s.-]+", "_", key.strip().lower())
+    if norm.startswith("sasl_"):
+        return norm != "sasl_mechanism"
+    if any(fragment in norm for fragment in _SECRET_FRAGMENTS):
+        return True
+    return not _SECRET_WORDS.isdisjoint(norm.split("_"))
+
+
+def redact_url(url: str, *, mask_hosts: bool = False) -> str:
+    """Return a URL with its password, secret query values and fragment removed.
+
+    Args:
+        url: A URL with any scheme, or a plain ``host:port`` (a Kafka bootstrap server).
+        mask_hosts: Replace every host (and ``host``/``hostaddr`` parameter) by the mask,
+            keeping ports.
+
+    Returns:
+        The redacted URL; the mask alone for input that cannot be parsed, and
+        ``scheme://***`` when it is unclear where the credentials end.
+    """
+    text = url.strip()
+    scheme = _SCHEME_RE.match(text)
+    if scheme is None:
+        if _BARE_SERVERS_RE.fullmatch(text):
+            return _mask_host_list(text) if mask_hosts else text
+        return MASK
+    prefix, rest = text[: scheme.end()], text[scheme.end() :]
+    # The userinfo ends at the last '@' of the whole URL: a password may hold raw '@', '/',
+    # '?' and '#', so no earlier delimiter can be trusted. A later '@' with a bad host after
+    # it could be the real end of the userinfo, so that case is masked as a whole.
+    at = rest.rfind("@")
+    hosts = _HOST_LIST_RE.match(rest, at + 1)
+    if hosts is None:
+        return prefix + MASK
+    out = [prefix]
+    if at >= 0:
+        user, colon, _password = rest[:at].partition(":")
+        if _BAD_USER_RE.search(user):
+            out.append(MASK)
+        else:
+            out.append(f"{user}:{MASK}" if colon else user)
+        out.append("@")
+    out.append(_mask_host_list(hosts.group()) if mask_hosts else hosts.group())
+    # The fragment is dropped: it never matters to a client and may be a password's tail.
+    path_and_query = rest[hosts.end() :].partition("#")[0]
+    path, question, query = path_and_query.partition("?")
+    out.append(path)
+    if question:
+        out.append("?" + _redact_query(query, mask_hosts=mask_hosts))
+    return "".join(out)
+
+
+def redact_bootstrap_servers(servers: Iterable[str], *, mask_hosts: bool = False) -> list[str]:
+    """Redact each Kafka bootstrap server, whether ``host:port`` or a URL with credentials.
+
+    Args:
+        servers: The servers; a single string is split on commas, as Kafka clients do.
+        mask_hosts: Replace every host by the mask, keeping ports.
+
+    Returns:
+        One redacted entry per server, in order.
+    """
+    items = servers.split(",") if isinstance(servers, str) else servers
+    return [redact_url(item, mask_hosts=mask_hosts) for item in items]
+
+
+def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
+    """Scrub free text such as exception messages and log lines.
+
+    Known secrets (and their percent-encoded, percent-decoded and JSON-escaped forms) are
+    replaced first, then every ``scheme://`` token is replaced by its :func:`redact_url`
+    form, then values of secret-looking ``key=value``, ``key: value`` and ``"key": "value"``
+    pairs and the arguments of Redis ``AUTH`` commands are masked.
+
+    Args:
+        text: The text to scrub.
+        secrets: Known secret values; those shorter than three characters are ignored.
+
+    Returns:
+        The scrubbed text.
+    """
+    pattern = _secret_pattern(frozenset(secrets))
+    if pattern is not None:
+        text = pattern.sub(MASK, text)
+    # URLs are redacted by the parser and kept away from the pair rules, which would
+    # otherwise swallow the rest of a query string after an already masked value.
+    out: list[str] = []
+    pos = 0
+    for match in _URL_IN_TEXT_RE.finditer(text):
+        out.append(_redact_prose(text[pos : match.start()]))
+        token = match.group().rstrip(_TRAILING_PUNCTUATION)
+        out.append(redact_url(token) + match.group()[len(token) :])
+        pos = match.end()
+    out.append(_redact_prose(text[pos:]))
+    return "".join(out)
+
+
+class Redactor:
+    """Scrub known secrets and credential-shaped text; used by the log and span processors.
+
+    The set of secrets is a frozenset replaced as a whole under a lock, so readers never
+    lock and never see a half-updated set.
+
+    Args:
+        secrets: Known secret values to start with; empty strings are ignored.
+    """
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self._lock = threading.Lock()
+        self._secrets: frozenset[str] = frozenset(s for s in secrets if s)
+
+    @property
+    def secrets(self) -> frozenset[str]:
+        """Return the known secret values."""
+        return self._secrets
+
+    def add(self, *secrets: str) -> None:
+        """Register more secret values, ignoring empty strings.
+
+        Args:
+            *secrets: The values, e.g. the plain text of each configured ``SecretStr``.
+        """
+        fresh = frozenset(s for s in secrets if s)
+        with self._lock:
+            self._secrets = self._secrets | fresh
+
+    def __call__(self, text: str) -> str:
+        """Return ``text`` scrubbed by :func:`redact_text` with the known secrets."""
+        return redact_text(text, self._secrets)
+
+    def redact_mapping(self, obj: _T) -> _T:
+        """Return a copy of a nested structure with every secret removed.
+
+        Dicts (and other mappings, returned as dicts), lists and tuples are walked; values
+        under secret-looking keys become the mask (``None`` and booleans are kept, they
+        hold nothing), and every string, including string keys, goes through the scrubber.
+        Other objects are returned as they are. Nesting deeper than 32 levels is masked.
+
+        Args:
+            obj: The structure, typically a structlog event dict or span attributes.
+
+        Returns:
+            The redacted copy.
+        """
+        return cast("_T", self._walk(obj, 0))
+
+    def _walk(self, obj: object, depth: int) -> object:
+        if depth > _MAX_DEPTH:
+            # Also what ends a reference cycle; deeper data is masked rather than dropped.
+            return MASK
+        if isinstance(obj, str):
+            return self(obj)
+        if isinstance(obj, Mapping):
+            result: dict[object, object] = {}
+            for key, value in obj.items():
+                secret = isinstance(key, str) and is_secret_key(key)
+                masked = secret and value is not None and not isinstance(value, bool)
+                new_key = self(key) if isinstance(key, str) else key
+                result[new_key] = MASK if masked else self._walk(value, depth + 1)
+            return result
+        if isinstance(obj, list | tuple):
+            items = [self._walk(item, depth + 1) for item in obj]
+            if isinstance(obj, list):
+                return items
+            if hasattr(obj, "_make"):  # a namedtuple keeps its type
+                return cast("Any", obj)._make(items)
+            return tuple(items)
+        return obj
+
+
+def _mask_host_list(hosts: str) -> str:
+    masked: list[str] = []
+    for item in hosts.split(","):
+        cut = item.rindex("]") + 1 if item.startswith("[") else len(item.partition(":")[0])
+        masked.append((MASK if cut else "") + item[cut:])
+    return ",".join(masked)
+
+
+def _redact_query(query: str, *, mask_hosts: bool) -> str:
+    kept: list[str] = []
+    masking = False
+    for segment in query.split("&"):
+        key, eq, _value = segment.partition("=")
+        if not eq:
+            if not masking:
+                kept.append(segment)
+            # Otherwise it is most likely the rest of a secret value with a raw '&' in it.
+            continue
+        name = unquote_plus(key)
+        masking = is_secret_key(name) or (mask_hosts and name.lower() in _HOST_PARAMS)
+        kept.append(f"{key}={MASK}" if masking else segment)
+    return "&".join(kept)
+
+
+def _redact_prose(text: str) -> str:
+    out: list[str] = []
+    pos = 0
+    # After a harmless key the scan resumes at its value, which may itself hold a secret
+    # pair, as in ``dsn=host=h password=x``.
+    while (key := _KEY_RE.search(text, pos)) is not None:
+        out.append(text[pos : key.end()])
+        pos = key.end()
+        value = _VALUE_RE.match(text, pos) if is_secret_key(key.group("key")) else None
+        if value is not None:
+            raw = value.group()
+            quoted = len(raw) > 1 and raw[0] in "\"'" and raw[-1] == raw[0]
+            out.append(raw[0] + MASK + raw[0] if quoted else MASK)
+            pos = value.end()
+    out.append(text[pos:])
+    return _AUTH_RE.sub(f"AUTH {MASK}", "".join(out))
+
+
+@lru_cache(maxsize=32)  # a Redactor passes the same frozenset for every log event
+def _secret_pattern(secrets: frozenset[str]) -> re.Pattern[str] | None:
+    forms: set[str] = set()
+    for secret in secrets:
+        if len(secret) < _MIN_SECRET_LENGTH:
+            continue
+        for form in (
+            secret,
+            unquote(secret),
+            unquote_plus(secret),
+            quote(secret),
+            quote(secret, safe=""),
+            quote_plus(secret),
+            json.dumps(secret)[1:-1],
+        ):
+            forms.add(form)
+            forms.add(re.sub(r"%[0-9A-F]{2}", lambda m: m.group().lower(), form))
+    forms = {form for form in forms if len(form) >= _MIN_SECRET_LENGTH}
+    if not forms:
+        return None
+    # Longest first, so a short form never breaks up a longer form that contains it.
+    return re.compile("|".join(re.escape(form) for form in sorted(forms, key=len, reverse=True)))

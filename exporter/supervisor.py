@@ -1,0 +1,459 @@
+"""Run named background tasks: restart them with backoff, detect hangs, keep a short history.
+
+Every supervised name gets one runner task (``supervisor:<name>``) that calls the factory with a
+fresh `Heartbeat`, awaits the result and decides what happens next from the `RestartPolicy`.
+One shared watchdog task cancels runs whose heartbeat went stale. Durations use the event-loop
+clock; only the timestamps reported by `TaskSupervisor.describe` use the wall clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import enum
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import structlog
+
+from exporter.errors import SupervisorError
+
+__all__ = ["Heartbeat", "RestartPolicy", "TaskInfo", "TaskState", "TaskSupervisor"]
+
+_log = structlog.get_logger(__name__)
+
+#: Longest error message kept in a snapshot; it ends up in logs and status pages.
+_MAX_MESSAGE = 200
+#: Timers may fire up to one clock tick early; treat such a deadline as reached, not re-arm it.
+_DEADLINE_SLACK = 1e-3
+_HUNG = "TaskHung"
+
+_Factory = Callable[["Heartbeat"], Awaitable[None]]
+
+
+class TaskState(enum.StrEnum):
+    """Name the lifecycle states of a supervised task."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    BACKOFF = "backoff"
+    FINISHED = "finished"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+_ENDED = frozenset({TaskState.FINISHED, TaskState.FAILED, TaskState.CANCELLED})
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """Decide whether and when a supervised task is started again.
+
+    ``max_restarts`` bounds consecutive failures (None: unlimited, 0: never restart). A run that
+    stayed up for ``reset_after`` seconds starts a new streak, so backoff begins again from
+    ``backoff_initial``. With ``restart_on_success`` a normal return is restarted after the
+    initial backoff instead of ending the task (for loops that should never end).
+    """
+
+    max_restarts: int | None = None
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+    backoff_multiplier: float = 2.0
+    jitter: float = 0.1
+    reset_after: float = 60.0
+    restart_on_success: bool = False
+
+    def __post_init__(self) -> None:
+        if self.max_restarts is not None and self.max_restarts < 0:
+            raise SupervisorError("max_restarts must be None or >= 0")
+        if not 0 <= self.backoff_initial <= self.backoff_max:
+            raise SupervisorError("need 0 <= backoff_initial <= backoff_max")
+        if self.backoff_multiplier < 1:
+            raise SupervisorError("backoff_multiplier must be >= 1")
+        if not 0 <= self.jitter <= 1:
+            raise SupervisorError("jitter must be within [0, 1]")
+        if self.reset_after < 0:
+            raise SupervisorError("reset_after must be >= 0")
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        """Return the seconds to wait before restart number ``attempt`` (1-based) of a streak."""
+        try:
+            raw = self.backoff_initial * self.backoff_multiplier ** max(attempt - 1, 0)
+        except OverflowError:  # long streaks overflow the float; they are capped anyway
+            raw = self.backoff_max
+        jittered = raw * (1 + rng.uniform(-self.jitter, self.jitter)) if self.jitter else raw
+        return max(0.0, min(jittered, self.backoff_max))
+
+
+class Heartbeat:
+    """Let a supervised coroutine report progress and readiness to its supervisor."""
+
+    __slots__ = ("_clock", "_last_beat", "_on_ready")
+
+    def __init__(
+        self, clock: Callable[[], float], on_ready: Callable[[Heartbeat], None] | None = None
+    ) -> None:
+        self._clock = clock
+        self._on_ready = on_ready
+        self._last_beat = clock()
+
+    def beat(self) -> None:
+        """Record that the task made progress just now."""
+        self._last_beat = self._clock()
+
+    def ready(self) -> None:
+        """Mark the task ready to serve; this also counts as a beat."""
+        self.beat()
+        if self._on_ready is not None:
+            self._on_ready(self)
+
+    @property
+    def last_beat(self) -> float:
+        """Return the event-loop time of the latest beat."""
+        return self._last_beat
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """Describe one supervised task at one moment (an immutable `describe` row)."""
+
+    name: str
+    state: TaskState
+    restarts: int = 0
+    consecutive_failures: int = 0
+    started_at: float | None = None
+    ready: bool = False
+    last_error_type: str | None = None
+    last_error_message: str | None = None
+    next_restart_at: float | None = None
+    finished_at: float | None = None
+    hang_timeout: float | None = None
+
+    @property
+    def up(self) -> bool:
+        """Return whether the task is running right now."""
+        return self.state is TaskState.RUNNING
+
+
+@dataclass(slots=True, eq=False)
+class _Entry:
+    """Hold the current snapshot of one live name and the runner's private bookkeeping."""
+
+    info: TaskInfo
+    policy: RestartPolicy = RestartPolicy()
+    task: asyncio.Task[Any] = field(init=False)
+    heartbeat: Heartbeat | None = None
+    hung_for: float | None = None  # set by the watchdog when it cancels the current run
+    cancel_requested: bool = False
+    # Replaced on every change, so waiters holding the old one are woken exactly once.
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def _identity(text: str) -> str:
+    return text
+
+
+class TaskSupervisor:
+    """Supervise named asyncio tasks: restart with backoff, detect hangs, keep history.
+
+    ``redact`` scrubs every error message before it is stored or logged, ``clock`` gives the
+    wall-clock timestamps of snapshots and ``on_change`` is called synchronously after any state
+    change (so a metrics layer can mark its cache dirty).
+    """
+
+    def __init__(
+        self,
+        *,
+        history: int = 20,
+        redact: Callable[[str], str] = _identity,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.time,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
+        if history < 0:
+            raise SupervisorError("history must be >= 0")
+        self._redact = redact
+        self._rng = rng if rng is not None else random.Random()  # noqa: S311 - jitter, not crypto
+        self._clock = clock
+        self._on_change = on_change
+        self._live: dict[str, _Entry] = {}
+        self._history: collections.deque[TaskInfo] = collections.deque(maxlen=history)
+        self._closed = False
+        self._watchdog: asyncio.Task[None] | None = None
+        self._watch_wake = asyncio.Event()
+        self._helpers: set[asyncio.Task[Any]] = set()  # strong references for short-lived tasks
+
+    def create(
+        self,
+        factory: Callable[[Heartbeat], Awaitable[None]],
+        *,
+        name: str,
+        restart: RestartPolicy | None = None,
+        hang_timeout: float | None = None,
+    ) -> TaskInfo:
+        """Start supervising ``factory`` under ``name`` now and return its first snapshot."""
+        loop = self._admit(name)
+        if hang_timeout is not None and hang_timeout <= 0:
+            raise SupervisorError("hang_timeout must be > 0")
+        entry = _Entry(TaskInfo(name, TaskState.PENDING, hang_timeout=hang_timeout))
+        if restart is not None:
+            entry.policy = restart
+        self._live[name] = entry  # before the task exists: an eager task factory may run it now
+        entry.task = loop.create_task(self._supervise(entry, factory), name=f"supervisor:{name}")
+        if hang_timeout is not None and self._watchdog is None:
+            self._watchdog = loop.create_task(self._watch(), name="supervisor:watchdog")
+        self._publish(entry, entry.info)
+        return entry.info
+
+    def track(self, task: asyncio.Task[Any], *, name: str) -> None:
+        """Adopt an existing task: never restarted, but its end is recorded and logged."""
+        self._admit(name)
+        # An adopted task has no readiness handshake; running is the best readiness we know.
+        entry = _Entry(TaskInfo(name, TaskState.RUNNING, ready=True, started_at=self._clock()))
+        entry.task = task
+        self._live[name] = entry
+        task.add_done_callback(lambda done: self._tracked_done(entry, done))
+        self._publish(entry, entry.info)
+
+    def describe(self) -> list[TaskInfo]:
+        """Return live tasks in creation order, then the most recent ended ones, newest first."""
+        return [entry.info for entry in self._live.values()] + list(self._history)
+
+    def get(self, name: str) -> TaskInfo | None:
+        """Return the live task or, failing that, the newest ended one called ``name``."""
+        if (entry := self._live.get(name)) is not None:
+            return entry.info
+        return next((info for info in self._history if info.name == name), None)
+
+    async def cancel_all(self, timeout: float = 5.0) -> bool:
+        """Cancel every task and wait up to ``timeout`` seconds; return whether all ended.
+
+        Idempotent; later calls wait again for whatever is still running. The wait runs in its
+        own task behind `asyncio.shield`, so cancelling the caller does not stop the shutdown.
+        After the first call `create` and `track` raise `SupervisorError`.
+        """
+        self._closed = True
+        pending: set[asyncio.Task[Any]] = set()
+        for entry in list(self._live.values()):
+            if not entry.cancel_requested:  # a second cancel would interrupt the task's cleanup
+                entry.cancel_requested = True
+                entry.task.cancel()
+            pending.add(entry.task)
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            pending.add(self._watchdog)
+        pending = {task for task in pending if not task.done()}
+        if not pending:
+            return True
+        waiter = asyncio.get_running_loop().create_task(
+            asyncio.wait(pending, timeout=max(timeout, 0.0)), name="supervisor:shutdown"
+        )
+        self._helpers.add(waiter)
+        waiter.add_done_callback(self._helpers.discard)
+        _, not_done = await asyncio.shield(waiter)
+        return not not_done
+
+    async def wait_ready(self, name: str, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for ``name`` to signal ready; False if it ended first."""
+        entry = self._live.get(name)
+        if entry is None:
+            if self.get(name) is not None:
+                return False
+            raise SupervisorError(f"no task named {name!r}")
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while not entry.info.ready and entry.info.state not in _ENDED:
+                    await entry.changed.wait()
+        return entry.info.ready
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _admit(self, name: str) -> asyncio.AbstractEventLoop:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError as exc:
+            raise SupervisorError("the supervisor needs a running event loop") from exc
+        if self._closed:
+            raise SupervisorError(f"cannot start {name!r}: the supervisor is shut down")
+        if name in self._live:
+            raise SupervisorError(f"a task named {name!r} is already supervised")
+        return loop
+
+    async def _supervise(self, entry: _Entry, factory: _Factory) -> None:
+        task = asyncio.current_task()
+        if task is None:  # pragma: no cover - always set inside a task
+            raise SupervisorError("runner outside a task")
+        final = TaskState.FAILED  # anything unexpected escaping means it did not end cleanly
+        try:
+            final = await self._run_loop(entry, factory, task)
+        except asyncio.CancelledError:
+            final = TaskState.CANCELLED
+            raise
+        finally:
+            self._retire(entry, final)
+
+    async def _run_loop(
+        self, entry: _Entry, factory: _Factory, task: asyncio.Task[Any]
+    ) -> TaskState:
+        loop = asyncio.get_running_loop()
+        policy, name = entry.policy, entry.info.name
+        while True:
+            heartbeat = Heartbeat(loop.time, lambda beat: self._mark_ready(entry, beat))
+            entry.heartbeat = heartbeat
+            started_at, started = self._clock(), loop.time()
+            running = replace(
+                entry.info, state=TaskState.RUNNING, ready=False, next_restart_at=None
+            )
+            self._publish(entry, replace(running, started_at=started_at))
+            _log.info("task_started", task=name, restarts=entry.info.restarts)
+            if entry.info.hang_timeout is not None:
+                self._watch_wake.set()
+            error = await self._run_once(entry, task, factory, heartbeat)
+            if entry.cancel_requested or task.cancelling():
+                return TaskState.CANCELLED  # the coroutine swallowed our cancellation
+            if error is None:
+                _log.info("task_finished", task=name, restart=policy.restart_on_success)
+                if not policy.restart_on_success:
+                    return TaskState.FINISHED
+                info = replace(entry.info, consecutive_failures=0)
+                delay = policy.delay(1, self._rng)  # never restart a returning loop hot
+            else:
+                streak = entry.info.consecutive_failures
+                # A run that stayed up for reset_after was healthy: this failure starts a streak.
+                streak = (0 if loop.time() - started >= policy.reset_after else streak) + 1
+                info = replace(
+                    entry.info,
+                    consecutive_failures=streak,
+                    last_error_type=error[0],
+                    last_error_message=error[1],
+                )
+                delay = policy.delay(streak, self._rng)
+                if policy.max_restarts is not None and streak > policy.max_restarts:
+                    entry.info = info  # published by _retire together with the final state
+                    self._log_failure(info, None)
+                    _log.error(
+                        "task_gave_up", task=name, restarts=info.restarts, error_type=error[0]
+                    )
+                    return TaskState.FAILED
+                self._log_failure(info, delay)
+            next_at = self._clock() + delay
+            self._publish(entry, replace(info, state=TaskState.BACKOFF, next_restart_at=next_at))
+            await asyncio.sleep(delay)
+            entry.info = replace(entry.info, restarts=entry.info.restarts + 1)  # published on start
+            _log.info("task_restarted", task=name, restarts=entry.info.restarts)
+
+    async def _run_once(
+        self, entry: _Entry, task: asyncio.Task[Any], factory: _Factory, heartbeat: Heartbeat
+    ) -> tuple[str, str] | None:
+        """Run the factory once; return (error type, redacted message), or None if it returned."""
+        error: tuple[str, str] | None = None
+        try:
+            await factory(heartbeat)
+        except asyncio.CancelledError:
+            # Only a watchdog cancellation is a failure; any other request ends the task.
+            if entry.hung_for is None or task.cancelling() > 1:
+                raise
+        except Exception as exc:  # noqa: BLE001 - a supervisor must outlive whatever its task raises
+            error = (type(exc).__name__, self._scrub(str(exc)))
+        if (silent := entry.hung_for) is not None:
+            entry.hung_for = None
+            task.uncancel()  # consume the watchdog's request so the next run is not cancelled
+            error = (_HUNG, f"no heartbeat for {round(silent, 3)}s")
+        return error
+
+    async def _watch(self) -> None:
+        """Cancel runs whose heartbeat is older than their hang timeout; sleep until the next."""
+        loop = asyncio.get_running_loop()
+        while True:
+            self._watch_wake.clear()
+            now = loop.time()
+            next_deadline: float | None = None
+            for entry in list(self._live.values()):
+                timeout, beat = entry.info.hang_timeout, entry.heartbeat
+                if timeout is None or beat is None or entry.hung_for is not None:
+                    continue
+                if entry.info.state is not TaskState.RUNNING:
+                    continue
+                deadline = beat.last_beat + timeout
+                if deadline - now <= _DEADLINE_SLACK:
+                    entry.hung_for = silent = now - beat.last_beat
+                    _log.warning("task_hung", task=entry.info.name, silent_seconds=round(silent, 3))
+                    entry.task.cancel()
+                elif next_deadline is None or deadline < next_deadline:
+                    next_deadline = deadline
+            # Beats only move deadlines later, so sleeping until the earliest one misses nothing;
+            # a new run (possibly with an earlier deadline) sets the wake event.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(next_deadline):
+                    await self._watch_wake.wait()
+
+    def _tracked_done(self, entry: _Entry, task: asyncio.Task[Any]) -> None:
+        if task.cancelled():
+            self._retire(entry, TaskState.CANCELLED)
+        elif (exc := task.exception()) is None:  # retrieved: asyncio won't report it as lost
+            _log.info("task_finished", task=entry.info.name, restart=False)
+            self._retire(entry, TaskState.FINISHED)
+        else:
+            entry.info = replace(
+                entry.info,
+                consecutive_failures=1,
+                last_error_type=type(exc).__name__,
+                last_error_message=self._scrub(str(exc)),
+            )
+            self._log_failure(entry.info, None)
+            self._retire(entry, TaskState.FAILED)
+
+    def _log_failure(self, info: TaskInfo, backoff: float | None) -> None:
+        _log.warning(
+            "task_failed",
+            task=info.name,
+            error_type=info.last_error_type,
+            error_message=info.last_error_message,
+            restarts=info.restarts,
+            consecutive_failures=info.consecutive_failures,
+            backoff_seconds=None if backoff is None else round(backoff, 3),
+        )
+
+    def _mark_ready(self, entry: _Entry, heartbeat: Heartbeat) -> None:
+        # A leftover child of an earlier run may still hold its old heartbeat: ignore it.
+        info = entry.info
+        if heartbeat is entry.heartbeat and info.state is TaskState.RUNNING and not info.ready:
+            self._publish(entry, replace(info, ready=True))
+
+    def _retire(self, entry: _Entry, state: TaskState) -> None:
+        if self._live.get(entry.info.name) is not entry:
+            return
+        if state is TaskState.CANCELLED:
+            _log.info("task_cancelled", task=entry.info.name, restarts=entry.info.restarts)
+        del self._live[entry.info.name]
+        entry.heartbeat = None
+        final = replace(
+            entry.info, state=state, ready=False, next_restart_at=None, finished_at=self._clock()
+        )
+        self._history.appendleft(final)  # before on_change runs, so describe() shows it ended
+        self._publish(entry, final)
+
+    def _publish(self, entry: _Entry, info: TaskInfo) -> None:
+        entry.info = info
+        pass
+        entry.changed = asyncio.Event()
+        if self._on_change is not None:
+            try:
+                self._on_change()
+            except Exception:  # noqa: BLE001 - a metrics hook must never take supervision down
+                _log.exception("supervisor_callback_failed")
+
+    def _scrub(self, message: str) -> str:
+        """Redact, then truncate (so a secret is never cut in half and missed by the redactor)."""
+        try:
+            cleaned = self._redact(message)
+        except Exception:  # noqa: BLE001 - no traceback: it could carry the raw message
+            _log.error("supervisor_redaction_failed")
+            return "<redaction failed>"
+        if len(cleaned) > _MAX_MESSAGE:
+            cleaned = cleaned[: _MAX_MESSAGE - 3] + "..."
+        return cleaned

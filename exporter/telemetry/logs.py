@@ -1,0 +1,78 @@
+"""structlog configured once: JSON off a TTY, console on one, redaction right before rendering."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+from exporter.redaction import Redactor
+
+__all__ = ["RedactProcessor", "configure_logging"]
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
+
+
+class RedactProcessor:
+    """Scrub every value of an event dict (known secrets, URLs, secret-looking keys)."""
+
+    def __init__(self, redactor: Redactor) -> None:
+        self._redactor = redactor
+
+    def __call__(
+        self, logger: Any, method: str, event: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        """Return the redacted event."""
+        return self._redactor.redact_mapping(dict(event))
+
+
+def configure_logging(
+    *,
+    level: str = "info",
+    fmt: str = "auto",
+    redactor: Redactor | None = None,
+    stream: TextIO | None = None,
+) -> None:
+    """Configure structlog (and route stdlib logging through it) for the whole process."""
+    stream = stream or sys.stderr
+    if fmt == "auto":
+        fmt = "console" if stream.isatty() else "json"
+    renderer: Any = (
+        structlog.dev.ConsoleRenderer(colors=stream.isatty())
+        if fmt == "console"
+        else structlog.processors.JSONRenderer(sort_keys=False)
+    )
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+    ]
+    # Last before rendering, so nothing added by an earlier processor escapes it.
+    shared.append(RedactProcessor(redactor or Redactor()))
+    numeric = _LEVELS.get(level, logging.ERROR)
+    structlog.configure(
+        processors=[*shared, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(stream),
+        cache_logger_on_first_use=False,
+    )
+    # Library loggers (aiokafka, asyncio) go through the same redaction and renderer.
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                *shared[1:],
+                renderer,
+            ],
+            foreign_pre_chain=[structlog.stdlib.add_logger_name],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    # Library chatter (aiokafka reconnect spam) is kept at warning unless debugging.
+    root.setLevel(numeric if numeric <= logging.DEBUG else max(numeric, logging.WARNING))
