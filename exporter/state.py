@@ -6,13 +6,21 @@ import bisect
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
+
+from prometheus_client.core import Metric
 
 from exporter.probes.base import ConnectivityReport
 
-__all__ = ["DURATION_BUCKETS", "ConnectorInfo", "DurationHistogram", "ExporterState"]
+__all__ = [
+    "DURATION_BUCKETS",
+    "ConnectorInfo",
+    "DurationHistogram",
+    "ExporterState",
+    "MetricSource",
+]
 
 # Probe latencies on loopback are ~1 ms; a black-holed dependency takes the whole timeout.
 DURATION_BUCKETS: tuple[float, ...] = (
@@ -48,6 +56,18 @@ class DurationHistogram:
             self.exemplars[index] = (trace_id, value, stamp)
 
 
+class MetricSource(Protocol):
+    """Something in memory that publishes metric families (bridge, cache, drills).
+
+    A source must not do I/O in :meth:`metric_families` and must call
+    :meth:`ExporterState.touch` whenever what it would publish changes.
+    """
+
+    def metric_families(self) -> Iterable[Metric]:
+        """Yield the source's metric families from memory."""
+        ...
+
+
 class ExporterState:
     """Hold the latest probe reports and cumulative counters; bump ``version`` on change.
 
@@ -65,6 +85,7 @@ class ExporterState:
         self.connectors: tuple[ConnectorInfo, ...] = ()
         self.failover: Mapping[str, Any] | None = None
         self.extra: dict[str, Any] = {}
+        self.sources: list[MetricSource] = []
         self._listeners: list[Callable[[], None]] = []
         self._lock = threading.Lock()
 
@@ -84,6 +105,11 @@ class ExporterState:
             self.version += 1
         for listener in self._listeners:
             listener()
+
+    def add_source(self, source: MetricSource) -> None:
+        """Publish ``source``'s families on every scrape."""
+        self.sources.append(source)
+        self.touch()
 
     def set_connectors(self, connectors: tuple[ConnectorInfo, ...]) -> None:
         """Record the configured connectors (static for the process's life)."""

@@ -439,7 +439,7 @@ class TaskSupervisor:
 
     def _publish(self, entry: _Entry, info: TaskInfo) -> None:
         entry.info = info
-        pass
+        entry.changed.set()
         entry.changed = asyncio.Event()
         if self._on_change is not None:
             try:

@@ -10,8 +10,17 @@ from exporter.connectors.kafka import KafkaConnector
 from exporter.errors import ProbeError
 from exporter.probes.base import Check, Measurement
 from exporter.probes.classify import classify
+from exporter.telemetry.spec import REFRESHED, MetricSpec, spec
 
-__all__ = ["KafkaProbe"]
+__all__ = ["METRIC_SPECS", "KafkaProbe"]
+
+
+#: Gauges this probe publishes (through its measurements).
+METRIC_SPECS: tuple[MetricSpec, ...] = (
+    spec(
+        "ingest_kafka_brokers", "gauge", "deployment", f"Brokers in cluster metadata. {REFRESHED}"
+    ),
+)
 
 
 class KafkaProbe:
@@ -39,7 +48,7 @@ class KafkaProbe:
                 "metadata",
                 latency_seconds=time.perf_counter() - t0,
                 detail=f"{len(brokers)} broker(s), controller {cluster.get('controller_id')}",
-                measurements=(Measurement("kafka_brokers", float(len(brokers))),),
+                measurements=(Measurement("ingest_kafka_brokers", float(len(brokers))),),
             )
         ]
 

@@ -6,8 +6,13 @@ import time
 
 from exporter.connectors.redis import RedisConnector
 from exporter.probes.base import Check
+from exporter.telemetry.spec import MetricSpec
 
-__all__ = ["RedisProbe"]
+__all__ = ["METRIC_SPECS", "RedisProbe"]
+
+
+#: Gauges this probe publishes (through its measurements).
+METRIC_SPECS: tuple[MetricSpec, ...] = ()
 
 
 class RedisProbe:

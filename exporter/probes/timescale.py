@@ -6,8 +6,20 @@ import time
 
 from exporter.connectors.timescale import TimescaleConnector
 from exporter.probes.base import Check, Measurement
+from exporter.telemetry.spec import REFRESHED, MetricSpec, spec
 
-__all__ = ["TimescaleProbe"]
+__all__ = ["METRIC_SPECS", "TimescaleProbe"]
+
+
+#: Gauges this probe publishes (through its measurements).
+METRIC_SPECS: tuple[MetricSpec, ...] = (
+    spec(
+        "ingest_timescale_server_version",
+        "gauge",
+        "deployment",
+        f"PostgreSQL server_version_num. {REFRESHED}",
+    ),
+)
 
 
 class TimescaleProbe:
@@ -34,7 +46,7 @@ class TimescaleProbe:
             Check(
                 "connect",
                 latency_seconds=latency,
-                measurements=(Measurement("timescale_server_version", float(version_num)),),
+                measurements=(Measurement("ingest_timescale_server_version", float(version_num)),),
             )
         ]
         if extversion is None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -19,26 +18,15 @@ from prometheus_client.registry import Collector
 from prometheus_client.samples import Exemplar
 
 from exporter import __version__
+from exporter.probes.kafka import METRIC_SPECS as KAFKA_SPECS
+from exporter.probes.redis import METRIC_SPECS as REDIS_SPECS
+from exporter.probes.timescale import METRIC_SPECS as TIMESCALE_SPECS
 from exporter.state import DURATION_BUCKETS, ExporterState
+from exporter.telemetry.spec import REFRESHED as _REFRESH
+from exporter.telemetry.spec import MetricSpec
+from exporter.telemetry.spec import spec as _spec
 
 __all__ = ["MEASUREMENTS", "METRICS", "IngestCollector", "MetricSpec", "MetricsRenderer"]
-
-_REFRESH = "Refreshed by the probe loop; scrapes read the cached snapshot."
-
-
-@dataclass(frozen=True, slots=True)
-class MetricSpec:
-    """A published metric: its name (without suffixes), type, labels and help text."""
-
-    name: str
-    type: str
-    labels: tuple[str, ...]
-    help: str
-
-
-def _spec(name: str, kind: str, labels: str, text: str) -> MetricSpec:
-    return MetricSpec(name, kind, tuple(labels.split()) if labels else (), text)
-
 
 METRICS: dict[str, MetricSpec] = {
     spec.name: spec
@@ -119,18 +107,9 @@ METRICS: dict[str, MetricSpec] = {
     )
 }
 
-# Measurements probes report, published as gauges named ingest_<name>.
+# Measurements probes report, published as gauges under the measurement's name.
 MEASUREMENTS: dict[str, MetricSpec] = {
-    spec.name: spec
-    for spec in (
-        _spec(
-            "timescale_server_version",
-            "gauge",
-            "deployment",
-            f"PostgreSQL server_version_num. {_REFRESH}",
-        ),
-        _spec("kafka_brokers", "gauge", "deployment", f"Brokers in cluster metadata. {_REFRESH}"),
-    )
+    spec.name: spec for group in (TIMESCALE_SPECS, REDIS_SPECS, KAFKA_SPECS) for spec in group
 }
 
 
@@ -160,13 +139,11 @@ class IngestCollector(Collector):
         yield from self._probes()
         yield from self._supervisor()
         yield from self._failover()
-        if state.extra:
-            for family in state.extra.values():
-                if isinstance(family, Metric):
-                    yield family
+        for source in state.sources:
+            yield from source.metric_families()
 
     def _family(self, name: str, labels: Iterable[str] | None = None) -> Any:
-        spec = METRICS.get(name) or MEASUREMENTS[name.removeprefix("ingest_")]
+        spec = METRICS.get(name) or MEASUREMENTS[name]
         names = list(spec.labels if labels is None else labels)
         family_type = {
             "gauge": GaugeMetricFamily,
@@ -216,7 +193,7 @@ class IngestCollector(Collector):
                             continue
                         family = measured.get(m.name)
                         if family is None:
-                            family = measured[m.name] = self._family("ingest_" + m.name)
+                            family = measured[m.name] = self._family(m.name)
                         extra = dict(m.labels)
                         family.add_metric(
                             [

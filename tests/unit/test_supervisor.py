@@ -232,34 +232,53 @@ async def test_hung_task_is_cancelled_and_restarted(make: Make) -> None:
     supervisor, _ = make()
     runs: list[str] = []
 
-    async def hangs_once(heartbeat: Heartbeat) -> None:
-        if not runs:
-            runs.append("first")
+    async def hangs_twice(heartbeat: Heartbeat) -> None:
+        if len(runs) < 4:
+            runs.append("stuck")
             try:
-                await asyncio.Event().wait()  # stuck: never beats
+                await asyncio.Event().wait()  # never beats
             except asyncio.CancelledError:
                 runs.append("cancelled")
                 raise
-        runs.append("second")
+        runs.append("healthy")
         heartbeat.ready()
         while True:
             await asyncio.sleep(0.01)
             heartbeat.beat()
 
     with capture_logs() as logs:
-        supervisor.create(hangs_once, name="hangs", restart=fast(), hang_timeout=0.05)
+        supervisor.create(hangs_twice, name="hangs", restart=fast(), hang_timeout=0.05)
         assert await supervisor.wait_ready("hangs", timeout=2.0)
         await asyncio.sleep(0.2)  # four hang timeouts of steady beating
 
     info = info_of(supervisor, "hangs")
-    assert runs == ["first", "cancelled", "second"]
-    assert (info.state, info.ready, info.restarts) == (TaskState.RUNNING, True, 1)
+    assert runs == ["stuck", "cancelled", "stuck", "cancelled", "healthy"]
+    assert (info.state, info.ready, info.restarts) == (TaskState.RUNNING, True, 2)
     assert info.last_error_type == "TaskHung"
     assert (info.last_error_message or "").startswith("no heartbeat for 0.0")
     assert info.hang_timeout == 0.05
-    assert [event["task"] for event in logs if event["event"] == "task_hung"] == ["hangs"]
+    assert [event["task"] for event in logs if event["event"] == "task_hung"] == ["hangs"] * 2
     failed = [event for event in logs if event["event"] == "task_failed"]
-    assert [event["error_type"] for event in failed] == ["TaskHung"]
+    assert [event["error_type"] for event in failed] == ["TaskHung"] * 2
+
+
+async def test_stale_heartbeat_cannot_mark_a_later_run_ready(make: Make) -> None:
+    """A heartbeat kept from an earlier run does not make the current run ready."""
+    supervisor, watcher = make()
+    heartbeats: list[Heartbeat] = []
+
+    async def keeps_heartbeat(heartbeat: Heartbeat) -> None:
+        heartbeats.append(heartbeat)
+        if len(heartbeats) == 1:
+            raise RuntimeError("first run fails")
+        await asyncio.Event().wait()
+
+    supervisor.create(keeps_heartbeat, name="stale", restart=fast())
+    await watcher.until(lambda: len(heartbeats) == 2)
+    heartbeats[0].ready()
+    assert info_of(supervisor, "stale").ready is False
+    heartbeats[1].ready()
+    assert info_of(supervisor, "stale").ready is True
 
 
 async def test_track_records_a_failed_adopted_task(make: Make) -> None:
@@ -315,6 +334,7 @@ async def test_cancel_all_cancels_tasks_in_backoff_and_running(make: Make) -> No
 async def test_cancel_all_reports_a_task_that_outlives_the_timeout(make: Make) -> None:
     """cancel_all returns False when a task ignores cancellation, and True once it has ended."""
     supervisor, _ = make()
+    cleaned_up: list[bool] = []
 
     async def stubborn(heartbeat: Heartbeat) -> None:
         heartbeat.ready()
@@ -322,11 +342,13 @@ async def test_cancel_all_reports_a_task_that_outlives_the_timeout(make: Make) -
             await asyncio.Event().wait()
         except asyncio.CancelledError:
             await asyncio.sleep(0.1)  # slow cleanup that swallows the cancellation
+            cleaned_up.append(True)
 
     supervisor.create(stubborn, name="stubborn")
     assert await supervisor.wait_ready("stubborn", timeout=1.0)
     assert await supervisor.cancel_all(timeout=0.01) is False
     assert await supervisor.cancel_all(timeout=1.0) is True
+    assert cleaned_up == [True]  # the second call waited instead of cancelling the cleanup
     assert info_of(supervisor, "stubborn").state is TaskState.CANCELLED
 
 
@@ -404,10 +426,12 @@ async def test_wait_ready(make: Make) -> None:
     supervisor.create(slow_start, name="slow")
     supervisor.create(never_ready, name="never")
     supervisor.create(quits, name="quits")
-    assert await supervisor.wait_ready("slow", timeout=1.0) is True
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert await supervisor.wait_ready("slow", timeout=5.0) is True
+    assert loop.time() - started < 1.0  # woken by the handshake, not by the timeout
     assert info_of(supervisor, "slow").ready
     assert await supervisor.wait_ready("never", timeout=0.02) is False
-    loop = asyncio.get_running_loop()
     started = loop.time()
     assert await supervisor.wait_ready("quits", timeout=5.0) is False
     assert loop.time() - started < 1.0
