@@ -1,0 +1,51 @@
+# The two commands: `make run` and `make test`. Both install what is missing first.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+ENV := . .services/env &&
+
+.PHONY: run test lint unit integration docs services services-stop tools venv clean
+
+run: venv services
+	$(ENV) exec $(BIN)/ingest-exporter run
+
+test: venv tools services lint
+	$(ENV) $(BIN)/pytest tests/unit tests/integration
+	@echo "make test: ok"
+
+unit: venv
+	$(BIN)/pytest tests/unit
+
+integration: venv tools services
+	$(ENV) $(BIN)/pytest tests/integration
+
+lint: venv
+	$(BIN)/ruff check exporter tests bench
+	$(BIN)/ruff format --check exporter tests bench
+	$(BIN)/mypy
+
+docs: venv
+	$(BIN)/python -m exporter.telemetry.catalog README.md
+
+venv: $(STAMP)
+
+# Reinstall when the pins or the project metadata change.
+$(STAMP): pyproject.toml constraints.txt
+	bash scripts/bootstrap.sh "$(PYTHON)" "$(VENV)"
+	touch $@
+
+# Prometheus and promtool for the end-to-end tests (Debian packages).
+tools:
+	bash scripts/tools.sh
+
+services:
+	bash scripts/services.sh start
+
+services-stop:
+	bash scripts/services.sh stop
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

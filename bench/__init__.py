@@ -1,0 +1,3 @@
+"""Benchmarks (see bench/README.md)."""
+
+from __future__ import annotations
