@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.util.types import AttributeValue
 
 from exporter.probes.base import (
     Check,
@@ -19,10 +23,15 @@ from exporter.probes.base import (
     Status,
 )
 from exporter.probes.classify import classify
+from exporter.telemetry.tracing import span_ids
 
 __all__ = ["ProbeRunner", "merge_probes"]
 
 _DETAIL_LIMIT = 200
+_STATUS_DESCRIPTION_LIMIT = 120
+
+#: A probe's semantic-convention span attributes (see ``tracing.probe_span_attributes``).
+SpanAttributes = Callable[[Probe], Mapping[str, AttributeValue]]
 
 
 def merge_probes(builtin: Iterable[Probe], extra: Iterable[Probe]) -> list[Probe]:
@@ -53,9 +62,13 @@ class ProbeRunner:
         default_timeout: float,
         redact: Callable[[str], str] = lambda text: text,
         max_threads: int = 4,
+        tracer: trace.Tracer | None = None,
+        span_attributes: SpanAttributes | None = None,
     ) -> None:
         self._default_timeout = default_timeout
         self._redact = redact
+        self._tracer = tracer or trace.NoOpTracer()
+        self._span_attributes = span_attributes or (lambda _probe: {})
         self._executor = ThreadPoolExecutor(max_threads, thread_name_prefix="ingest-probe")
         self._busy: set[tuple[str, str]] = set()
 
@@ -67,19 +80,47 @@ class ProbeRunner:
         """Run every probe at once and return their results; never raises for a probe."""
         started = time.time()
         t0 = time.perf_counter()
-        groups = await asyncio.gather(*(self.run_one(p) for p in probes))
-        results = tuple(r for group in groups for r in group)
+        # One trace per cycle: its id becomes the histogram exemplar and the log lines' trace_id.
+        with self._tracer.start_as_current_span(
+            "probe_cycle", attributes={"ingest.deployment": deployment}
+        ) as span:
+            groups = await asyncio.gather(*(self.run_one(p, deployment=deployment) for p in probes))
+            results = tuple(r for group in groups for r in group)
+            span.set_attribute("ingest.checks", len(results))
+            span.set_attribute("ingest.checks.down", sum(r.status is Status.DOWN for r in results))
         connectors = tuple(dict.fromkeys(p.connector for p in probes))
         return ConnectivityReport(
             deployment=deployment,
             started_at=started,
             duration_seconds=time.perf_counter() - t0,
             results=results,
+            trace_id=span_ids(span)[0],
             connectors=connectors,
         )
 
-    async def run_one(self, probe: Probe) -> list[ProbeResult]:
-        """Run one probe within its timeout and turn whatever happens into results."""
+    async def run_one(self, probe: Probe, *, deployment: str | None = None) -> list[ProbeResult]:
+        """Run one probe in its own span (a child of the current one); never raises for it."""
+        attributes = dict(self._span_attributes(probe))
+        # Built-in probes talk to a server (their attributes name it); operator probes may not.
+        kind = trace.SpanKind.CLIENT if attributes else trace.SpanKind.INTERNAL
+        attributes["ingest.connector"] = probe.connector
+        attributes["ingest.probe.name"] = probe.name
+        if deployment is not None:
+            attributes["ingest.deployment"] = deployment
+        with self._tracer.start_as_current_span(
+            f"probe {probe.connector}",
+            kind=kind,
+            attributes=attributes,
+            # Failures are data here; exception text never goes into a span unredacted.
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            results = await self._run_one(probe)
+            _annotate(span, results)
+        span_id = span_ids(span)[1]
+        return [dataclasses.replace(r, span_id=span_id) for r in results] if span_id else results
+
+    async def _run_one(self, probe: Probe) -> list[ProbeResult]:
         timeout = probe.timeout or self._default_timeout
         t0 = time.perf_counter()
         key = (probe.connector, probe.name)
@@ -99,10 +140,11 @@ class ProbeRunner:
         if key in self._busy:
             raise TimeoutError
         self._busy.add(key)
-        loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._executor, probe)
-        future.add_done_callback(lambda _: self._busy.discard(key))
-        output = await future
+        # The thread's own future: done when the function really returns, not when the
+        # awaiting coroutine gives up (the asyncio wrapper is cancelled at the timeout).
+        work = self._executor.submit(probe)
+        work.add_done_callback(lambda _: self._busy.discard(key))
+        output = await asyncio.wrap_future(work)
         if inspect.isawaitable(output):
             output = await output
         return output
@@ -130,8 +172,11 @@ class ProbeRunner:
             checks = [Check(probe.name, Status.DOWN, Reason.ERROR, "probe returned false")]
         elif isinstance(output, Check):
             checks = [output]
-        else:
+        elif isinstance(output, list | tuple) and all(isinstance(c, Check) for c in output):
             checks = list(output)
+        else:
+            kind = type(output).__name__
+            return [self._failure(probe, Reason.PROTOCOL, f"probe returned a {kind}", t0)]
         stamp = time.time()
         return [
             ProbeResult(
@@ -146,3 +191,26 @@ class ProbeRunner:
             )
             for check in checks
         ]
+
+
+def _annotate(span: trace.Span, results: Sequence[ProbeResult]) -> None:
+    """Record the probe's outcome on its span: bounded values only, the detail redacted."""
+    order = list(Status)
+    worst = max((r.status for r in results), key=order.index, default=Status.UNKNOWN)
+    span.set_attribute("ingest.check.status", worst.value)
+    for result in results:
+        event: dict[str, AttributeValue] = {
+            "ingest.check.name": result.check,
+            "ingest.check.status": result.status.value,
+        }
+        if result.reason is not None:
+            event["ingest.check.reason"] = result.reason.value
+        span.add_event("ingest.check", event)
+    failed = next((r for r in results if r.status is Status.DOWN), None)
+    if failed is None:
+        return
+    reason = (failed.reason or Reason.ERROR).value
+    span.set_attribute("error.type", reason)
+    # The detail was redacted by the runner already; the span processor scrubs it again.
+    description = f"{failed.check}: {reason}" + (f" ({failed.detail})" if failed.detail else "")
+    span.set_status(trace.Status(trace.StatusCode.ERROR, description[:_STATUS_DESCRIPTION_LIMIT]))
