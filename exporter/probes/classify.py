@@ -43,6 +43,9 @@ _REFUSED_ERRNOS = {errno.ECONNREFUSED, errno.ECONNRESET, errno.EHOSTUNREACH, err
 _TEXT_HINTS: tuple[tuple[str, Reason], ...] = (
     ("connection refused", Reason.REFUSED),
     ("connect call failed", Reason.REFUSED),
+    # A server that dies under an open connection: same family as ECONNRESET.
+    ("connection closed by server", Reason.REFUSED),
+    ("connection reset", Reason.REFUSED),
     ("name or service not known", Reason.DNS),
     ("temporary failure in name resolution", Reason.DNS),
     ("nodename nor servname", Reason.DNS),

@@ -1,0 +1,187 @@
+"""Internals of :mod:`exporter.cache`: the server-side Lua scripts and small pure helpers.
+
+The scripts need Redis >= 5 (``ZPOPMIN``; ``TIME`` before writes relies on effects
+replication, the default since 5 and the only mode since 7).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import structlog
+
+__all__ = [
+    "GET_SCRIPT",
+    "REPAIR_SCRIPT",
+    "SET_SCRIPT",
+    "STATS_SCRIPT",
+    "CacheStats",
+    "OutageLog",
+    "decode",
+    "encode",
+    "glob_escape",
+]
+
+_log = structlog.get_logger("exporter.cache")
+
+_COMMON = """
+local function now()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+-- Drop members written longer than one TTL ago whose value key is gone (expired, deleted).
+-- Only those can be dead under a shared TTL, so a healthy index costs one range read.
+local function prune(index, prefix, horizon, limit)
+  local old = redis.call('ZRANGEBYSCORE', index, '-inf', string.format('%.6f', horizon),
+                         'LIMIT', 0, limit)
+  for _, member in ipairs(old) do
+    if redis.call('EXISTS', prefix .. member) == 0 then
+      redis.call('ZREM', index, member)
+    end
+  end
+end
+"""
+
+#: KEYS value, index, stats; ARGV payload, ttl, max_keys, member, value prefix, prune limit.
+#: Every live value key has an index member, and the index never ends above max_keys, so
+#: neither do the value keys - whatever other writers run concurrently.
+SET_SCRIPT = (
+    _COMMON
+    + """
+local ttl, cap = tonumber(ARGV[2]), tonumber(ARGV[3])
+local clock = now()
+prune(KEYS[2], ARGV[5], clock - ttl, tonumber(ARGV[6]))
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('ZADD', KEYS[2], string.format('%.6f', clock), ARGV[4])
+redis.call('HINCRBY', KEYS[3], 'sets', 1)
+local evicted = 0
+local excess = redis.call('ZCARD', KEYS[2]) - cap
+if excess > 0 then
+  local popped = redis.call('ZPOPMIN', KEYS[2], excess)
+  for i = 1, #popped, 2 do
+    evicted = evicted + redis.call('DEL', ARGV[5] .. popped[i])
+  end
+  if evicted > 0 then redis.call('HINCRBY', KEYS[3], 'evictions', evicted) end
+end
+return evicted
+"""
+)
+
+#: KEYS value, index, stats; ARGV member. Returns the value, nil (miss) or 1 (corrupt, dropped).
+GET_SCRIPT = """
+local value = redis.pcall('GET', KEYS[1])
+if type(value) == 'string' and pcall(cjson.decode, value) then
+  redis.call('HINCRBY', KEYS[3], 'hits', 1)
+  return value
+end
+redis.call('HINCRBY', KEYS[3], 'misses', 1)
+if not value then return false end
+-- Not JSON, or no string at all (GET answered WRONGTYPE): a miss, dropped and counted.
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('HINCRBY', KEYS[3], 'corrupt', 1)
+return 1
+"""
+
+#: KEYS value, index, stats; ARGV member, the bytes the client could not decode. Deletes the
+#: value only if nobody replaced it meanwhile. Hits are not taken back: counters stay monotonic.
+REPAIR_SCRIPT = """
+if redis.pcall('GET', KEYS[1]) == ARGV[2] then
+  redis.call('DEL', KEYS[1])
+  redis.call('ZREM', KEYS[2], ARGV[1])
+end
+redis.call('HINCRBY', KEYS[3], 'corrupt', 1)
+return 1
+"""
+
+#: KEYS index, stats; ARGV value prefix, ttl, prune limit. Returns {live keys, HGETALL stats}.
+STATS_SCRIPT = (
+    _COMMON
+    + """
+prune(KEYS[1], ARGV[1], now() - tonumber(ARGV[2]), tonumber(ARGV[3]))
+return {redis.call('ZCARD', KEYS[1]), redis.call('HGETALL', KEYS[2])}
+"""
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CacheStats:
+    """Counters and size of one cache namespace, as last read from Redis."""
+
+    hits: int
+    misses: int
+    sets: int
+    evictions: int
+    corrupt: int
+    keys: int
+    max_keys: int
+    ttl_seconds: int
+    strategy: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready view."""
+        return asdict(self)
+
+
+def glob_escape(text: str) -> str:
+    """Escape SCAN MATCH metacharacters so a namespace or prefix matches literally."""
+    return "".join("\\" + c if c in "\\*?[]" else c for c in text)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def encode(value: Any) -> bytes:
+    """Return ``value`` as compact UTF-8 JSON (NaN and infinities refused, as JSON does)."""
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return text.encode()
+
+
+def decode(raw: bytes | str) -> Any:
+    """Parse strict JSON (NaN/Infinity rejected, matching :func:`encode`)."""
+    return json.loads(raw, parse_constant=_reject_constant)
+
+
+class OutageLog:
+    """Log the first failure of each operation in an outage, and the recovery, once each.
+
+    A dead Redis makes every cache call fail; one line per call would bury every other log.
+    """
+
+    def __init__(self, namespace: str) -> None:
+        self._namespace = namespace
+        self._logged: set[str] = set()
+        self._failures = 0
+        self._since = 0.0
+
+    @property
+    def in_outage(self) -> bool:
+        """Tell whether a failure was logged and no success followed yet."""
+        return bool(self._logged)
+
+    def failed(self, operation: str, reason: str, event: str = "cache_unavailable") -> None:
+        """Count a failure; log it if it is the operation's first in this outage."""
+        self._failures += 1
+        if operation in self._logged:
+            return
+        if not self._logged:
+            self._since = time.monotonic()
+        self._logged.add(operation)
+        _log.warning(event, operation=operation, reason=reason, namespace=self._namespace)
+
+    def recovered(self) -> None:
+        """End the outage (if any) with one ``cache_recovered`` line."""
+        if not self._logged:
+            return
+        _log.info(
+            "cache_recovered",
+            namespace=self._namespace,
+            failed_operations=self._failures,
+            outage_seconds=round(time.monotonic() - self._since, 3),
+        )
+        self._logged.clear()
+        self._failures = 0
