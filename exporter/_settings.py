@@ -5,12 +5,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-DEFAULT_TIMESCALE_URL = "postgresql://ingest:ingest@127.0.0.1:55432/ingest"
+DEFAULT_TIMESCALE_URL = "postgresql://ingest:local-dev-pw@127.0.0.1:55432/ingest"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:56379/0"
 DEFAULT_KAFKA_BOOTSTRAP = ("127.0.0.1:59092",)
 DEFAULT_LISTEN_ADDRESS = "0.0.0.0:9817"  # an exporter listens on every interface, like its peers
@@ -316,6 +316,27 @@ class IngestSettings(BaseSettings):
                         f"dimensions ({declared}), got unknown {binding.dimension!r}"
                     )
         return self
+
+    def secret_values(self) -> list[str]:
+        """Return every configured secret, so redaction can mask it wherever it shows up.
+
+        Whole URLs and their user-info passwords (raw and percent-decoded): a driver may
+        print a password without the rest of its URL.
+        """
+        values: list[str] = []
+        for deployment in self.deployments:
+            urls = [deployment.timescale.url, deployment.redis.url]
+            values += [url.get_secret_value() for url in urls]
+            for url in urls:
+                userinfo = url.get_secret_value().partition("://")[2].rpartition("@")[0]
+                password = userinfo.partition(":")[2]
+                values += [password, unquote(password)]
+            kafka = deployment.kafka
+            if kafka.sasl_password is not None:
+                values.append(kafka.sasl_password.get_secret_value())
+            if kafka.sasl_username:
+                values.append(kafka.sasl_username)
+        return [value for value in dict.fromkeys(values) if value]
 
     def dimension(self, name: str) -> DimensionSettings:
         """Return the declared dimension called ``name``."""

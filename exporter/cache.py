@@ -126,7 +126,7 @@ class RedisCache:
         self.deployment = deployment
         self.namespace = settings.namespace
         self._on_change = on_change
-        self._interval = interval
+        self.interval = interval
         self._timeout = timeout
         self._retry_after = retry_after
         self._max_in_flight = max_in_flight
@@ -304,7 +304,7 @@ class RedisCache:
             except ConnectorError as exc:
                 self._outage.failed("refresh", exc.reason, event="cache_refresh_failed")
             heartbeat.ready()
-            await asyncio.sleep(self._interval)
+            await asyncio.sleep(self.interval)
 
     def metric_families(self) -> Iterable[Metric]:
         """Yield the cache families from the last refresh (no I/O)."""

@@ -44,7 +44,14 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     run = commands.add_parser("run", parents=[common], help="run the daemon (serves /metrics)")
     run.add_argument("--web.listen-address", dest="listen_address", metavar="HOST:PORT")
-    commands.add_parser("check-config", parents=[common], help="validate the configuration")
+    check = commands.add_parser("check-config", parents=[common], help="validate the configuration")
+    for command in (run, check):
+        command.add_argument(
+            "--web.config.file",
+            dest="web_config_file",
+            metavar="FILE",
+            help="TLS and basic-auth config (Prometheus exporter-toolkit format)",
+        )
     manifest = commands.add_parser("manifest", parents=[common], help="print the manifest")
     manifest.add_argument("--deployment", help="only this deployment")
     probe = commands.add_parser("probe", parents=[common], help="probe once and print the report")
@@ -57,6 +64,8 @@ def _settings(args: argparse.Namespace) -> IngestSettings:
     overrides: dict[str, Any] = {}
     if getattr(args, "listen_address", None):
         overrides["web.listen_address"] = args.listen_address
+    if getattr(args, "web_config_file", None):
+        overrides["web.config_file"] = args.web_config_file
     if args.log_level:
         overrides["log.level"] = args.log_level
     if args.log_format:
@@ -90,6 +99,10 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
 def _dispatch(args: argparse.Namespace, settings: IngestSettings) -> int:
     if args.command == "check-config":
         _check_operator_probes(settings)
+        if settings.web.config_file is not None:
+            from exporter.telemetry.webconfig import load_web_config
+
+            load_web_config(settings.web.config_file)
         names = ", ".join(d.name for d in settings.deployments)
         print(f"configuration ok: deployments {names}; {len(settings.dimensions)} dimension(s)")
         return EXIT_OK
@@ -108,14 +121,13 @@ def _check_operator_probes(settings: IngestSettings) -> None:
 
 
 def _configure_logs(settings: IngestSettings) -> None:
-    from exporter.provisioner import secrets_of
     from exporter.redaction import Redactor
     from exporter.telemetry.logs import configure_logging
 
     configure_logging(
         level=settings.log.level,
         fmt=settings.log.format,
-        redactor=Redactor(secrets_of(settings)),
+        redactor=Redactor(settings.secret_values()),
     )
 
 
@@ -162,11 +174,10 @@ async def _probe(settings: IngestSettings, deployment: str | None, fmt: str | No
 
 def _run(settings: IngestSettings) -> int:
     from exporter.daemon import Daemon
-    from exporter.provisioner import secrets_of
     from exporter.redaction import Redactor
 
     async def serve() -> None:
-        daemon = Daemon(settings, redactor=Redactor(secrets_of(settings)))
+        daemon = Daemon(settings, redactor=Redactor(settings.secret_values()))
         await daemon.run()
 
     asyncio.run(serve())

@@ -55,6 +55,7 @@ __all__ = [
     "TopicBinding",
     "WebSettings",
     "build_institutional_ingest_config",
+    "otel_environment",
 ]
 
 # Where each environment variable lands. "@" paths are deployment-level (they become the
@@ -83,6 +84,7 @@ ENVIRONMENT: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("KAFKA_MANIFEST_TOPIC",), "@kafka.manifest_topic", "topic"),
     (("KAFKA_MANIFEST_PUBLISH",), "@kafka.manifest_publish", "boolean"),
     (("KAFKA_MANIFEST_INTERVAL_SECONDS",), "@kafka.manifest_interval_seconds", "seconds"),
+    (("KAFKA_CANARY_TOPIC",), "@kafka.canary_topic", "topic (opt-in canary probe)"),
     (("INGEST_DEPLOYMENT",), "@name", "deployment name"),
     (("INGEST_MASK_HOSTS",), "@mask_hosts", "boolean"),
     (("INGEST_DIMENSIONS",), "dimensions", "dimension names"),
@@ -176,6 +178,16 @@ def build_institutional_ingest_config(
         return IngestSettings(**root)
     except ValidationError as exc:
         raise _config_error(exc, origin) from None
+
+
+def otel_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Return the OpenTelemetry SDK's standard ``OTEL_*`` variables, for the tracer provider.
+
+    They keep their standard names (operators and collectors already know them), so they
+    are passed through as a mapping rather than mapped into the settings tree.
+    """
+    env = os.environ if environ is None else environ
+    return {name: value for name, value in env.items() if name.startswith("OTEL_")}
 
 
 def _read_file(path: str | Path) -> dict[str, Any]:

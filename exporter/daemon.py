@@ -23,7 +23,9 @@ from exporter.redaction import Redactor
 from exporter.state import ExporterState
 from exporter.supervisor import TaskSupervisor
 from exporter.telemetry.metrics import IngestCollector, MetricsRenderer
+from exporter.telemetry.tracing import configure_tracing, shutdown_tracing, tracer_for
 from exporter.telemetry.web import WebApp, build_app
+from exporter.telemetry.webconfig import WebConfig, load_web_config
 
 __all__ = ["Daemon", "ListenError"]
 
@@ -52,14 +54,22 @@ class Daemon:
         probes: Sequence[Probe] = (),
     ) -> None:
         self.settings = settings
+        # Read first: a bad web config fails before anything is built (exit 2 from the CLI).
+        config_file = settings.web.config_file
+        self.web_config = load_web_config(config_file) if config_file else WebConfig()
         self.redactor = redactor or Redactor()
         self.state = ExporterState()
         self.supervisor = TaskSupervisor(redact=self.redactor, on_change=self.state.touch)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(IngestCollector(self.state, tasks=self.supervisor.describe))
         self.renderer = MetricsRenderer(self.registry, self.state)
+        # From the OTEL_* variables; None (a no-op tracer) when OTEL_SDK_DISABLED=true.
+        self.tracer_provider = configure_tracing(settings, redactor=self.redactor)
         self.provisioner = InstitutionalIngestProvisioner(
-            settings, redactor=self.redactor, probes=probes
+            settings,
+            redactor=self.redactor,
+            probes=probes,
+            tracer=tracer_for(self.tracer_provider),
         )
         self.services: list[InstitutionalIngestServices] = [
             self.provisioner.provision(
@@ -79,12 +89,28 @@ class Daemon:
         """Bind the listener first (so a bad address fails fast), then start the services."""
         self.state.set_connectors(connector_infos(self.settings))
         self.state.set_failover(self.services[0].failover_metadata())
-        handlers = WebApp(self.state, self.renderer, manifests=self.manifests)
-        app = build_app(handlers, max_body=self.settings.web.max_request_body_bytes)
+        handlers = WebApp(
+            self.state,
+            self.renderer,
+            manifests=self.manifests,
+            targets={services.name: services for services in self.services},
+            probe_timeout=self.settings.probes.timeout_seconds,
+        )
+        app = build_app(
+            handlers,
+            max_body=self.settings.web.max_request_body_bytes,
+            web_config=self.web_config,
+        )
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         web_settings = self.settings.web
-        site = web.TCPSite(self._runner, web_settings.host, web_settings.port, reuse_address=True)
+        site = web.TCPSite(
+            self._runner,
+            web_settings.host,
+            web_settings.port,
+            reuse_address=True,
+            ssl_context=self.web_config.ssl_context(),
+        )
         try:
             await site.start()
         except OSError as exc:
@@ -99,6 +125,8 @@ class Daemon:
             "exporter_started",
             version=__version__,
             listen_address=f"{web_settings.host}:{self.port}",
+            tls=self.web_config.tls_server_config.enabled,
+            basic_auth=bool(self.web_config.basic_auth_users),
             deployments=[s.name for s in self.services],
         )
 
@@ -114,6 +142,9 @@ class Daemon:
                 async with asyncio.timeout(max(0.1, deadline - time.monotonic())):
                     await self._runner.cleanup()
             self._runner = None
+        # Last, so the spans of the final (cancelled) cycle are flushed too.
+        provider, self.tracer_provider = self.tracer_provider, None
+        await shutdown_tracing(provider, timeout=max(0.1, deadline - time.monotonic()))
         _log.info(
             "exporter_stopped",
             duration_seconds=round(time.monotonic() - t0, 3),
@@ -139,8 +170,9 @@ class Daemon:
         def on_signal(sig: signal.Signals, force: Callable[[], None]) -> None:
             if self.stop_event.is_set() and sig is signal.SIGINT:
                 force()
-            _log.info("signal_received", signal=sig.name)
+            # State first: logging may fail (a closed stderr) and must not lose the stop.
             self.stop_event.set()
+            _log.info("signal_received", signal=sig.name)
 
         def force_exit() -> None:
             # A second Ctrl-C means "now": skip the graceful path.

@@ -1,16 +1,21 @@
-"""Settings -> connectors, probes and the periodic job, as one services bundle per deployment."""
+"""Settings -> connectors, probes, bridge, cache and periodic jobs, as one bundle per deployment."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
+from opentelemetry.trace import Tracer
 
+from exporter.bridge import KafkaIngestBridge
+from exporter.cache import RedisCache
 from exporter.config import DeploymentSettings, IngestSettings
 from exporter.connectors import KafkaConnector, RedisConnector, TimescaleConnector
+from exporter.events import CallbackBus, EventBus, IngestEvent
 from exporter.manifest import SupervisionView, build_manifest
 from exporter.probes.base import ConnectivityReport, Probe
 from exporter.probes.kafka import KafkaProbe
@@ -18,77 +23,41 @@ from exporter.probes.operator import load_operator_probes
 from exporter.probes.redis import RedisProbe
 from exporter.probes.runner import ProbeRunner, merge_probes
 from exporter.probes.timescale import TimescaleProbe
+from exporter.publisher import ManifestPublisher
 from exporter.redaction import Redactor
+from exporter.scheduler import IngestJob, ProbeScheduler, periodic
 from exporter.state import ExporterState
 from exporter.supervisor import Heartbeat, RestartPolicy, TaskSupervisor
+from exporter.telemetry.tracing import probe_span_attributes
 
-__all__ = ["InstitutionalIngestProvisioner", "InstitutionalIngestServices", "ProbeScheduler"]
+__all__ = ["InstitutionalIngestProvisioner", "InstitutionalIngestServices"]
 
 _log = structlog.get_logger(__name__)
 
-IngestJob = Callable[[], Awaitable[None]]
+
+async def _observe_only(event: IngestEvent) -> None:
+    """Accept an event without doing anything with it (the daemon's default bus)."""
 
 
-def secrets_of(settings: IngestSettings) -> list[str]:
-    """Return every configured secret value, so redaction knows them by heart."""
-    values: list[str] = []
-    for deployment in settings.deployments:
-        values.append(deployment.timescale.url.get_secret_value())
-        values.append(deployment.redis.url.get_secret_value())
-        if deployment.kafka.sasl_password is not None:
-            values.append(deployment.kafka.sasl_password.get_secret_value())
-        if deployment.kafka.sasl_username:
-            values.append(deployment.kafka.sasl_username)
-    # The URLs' own passwords too: a library may print them without the rest of the URL.
-    from urllib.parse import unquote, urlsplit
+@dataclass(frozen=True, slots=True)
+class _Job:
+    """A background task of the bundle: what runs, how it restarts, which connector it serves."""
 
-    for url in list(values):
-        if "://" in url:
-            userinfo = urlsplit(url).netloc.rpartition("@")[0]
-            password = userinfo.partition(":")[2]
-            values += [password, unquote(password)]
-    return [v for v in values if v]
-
-
-class ProbeScheduler:
-    """The periodic job: one probe cycle per interval, stored in the snapshot."""
-
-    def __init__(self, services: InstitutionalIngestServices, *, interval: float) -> None:
-        self._services = services
-        self.interval = interval
-        self.cycles = 0
-
-    async def run(self, heartbeat: Heartbeat) -> None:
-        """Probe forever, one cycle per interval (a slow cycle delays, never overlaps)."""
-        loop = asyncio.get_running_loop()
-        next_at = loop.time()
-        while True:
-            heartbeat.beat()
-            report = await self._services.connectivity_report()
-            self._services.state.record(report)
-            self.cycles += 1
-            self._log(report)
-            heartbeat.ready()
-            next_at = max(next_at + self.interval, loop.time())
-            await asyncio.sleep(next_at - loop.time())
-
-    def _log(self, report: ConnectivityReport) -> None:
-        for result in report.results:
-            _log.info(
-                "probe_completed",
-                deployment=report.deployment,
-                connector=result.connector,
-                check=result.check,
-                status=result.status.value,
-                reason=result.reason.value if result.reason else None,
-                duration_seconds=round(result.latency_seconds, 6),
-                detail=result.detail or None,
-                trace_id=report.trace_id,
-            )
+    name: str
+    connector: str
+    factory: Callable[[Heartbeat], Awaitable[None]]
+    restart: RestartPolicy
+    hang_timeout: float | None
 
 
 class InstitutionalIngestServices:
-    """The supervised bundle of one deployment: connectors, probes, scheduler."""
+    """The supervised bundle of one deployment: connectors, probes, bridge, cache, publisher.
+
+    Every background job runs under the shared :class:`TaskSupervisor`, named
+    ``<job>:<deployment>``: ``probe-loop`` always, ``kafka-bridge`` when ingest topics are
+    configured, ``cache`` unless the cache policy is ``disabled``, ``manifest`` unless
+    publishing is switched off, ``ingest`` when an operator ingest job is given.
+    """
 
     def __init__(
         self,
@@ -100,6 +69,8 @@ class InstitutionalIngestServices:
         redactor: Redactor,
         probes: Sequence[Probe] = (),
         ingest: IngestJob | None = None,
+        event_bus: EventBus | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self.settings = settings
         self.deployment = deployment
@@ -110,11 +81,42 @@ class InstitutionalIngestServices:
         self.timescale = TimescaleConnector(deployment.timescale, connect_timeout=timeout)
         self.redis = RedisConnector(deployment.redis, timeout=timeout)
         self.kafka = KafkaConnector(deployment.kafka, timeout=timeout)
-        self.runner = ProbeRunner(default_timeout=timeout, redact=redactor)
+        # Built once: they keep clients and history across cycles (closed in stop()).
+        self._kafka_probe = KafkaProbe(self.kafka)
+        self._builtin: list[Probe] = [
+            TimescaleProbe(self.timescale, dimensions=settings.dimensions),
+            RedisProbe(self.redis),
+            self._kafka_probe,
+        ]
+        self.runner = ProbeRunner(
+            default_timeout=timeout,
+            redact=redactor,
+            tracer=tracer,
+            span_attributes=probe_span_attributes(deployment),
+        )
         self.scheduler = ProbeScheduler(self, interval=settings.probes.interval_seconds)
+        self.event_bus: EventBus = event_bus or CallbackBus(_observe_only)
+        self.cache: RedisCache | None = None
+        if deployment.redis.cache.enabled:
+            self.cache = RedisCache(
+                self.redis, deployment.redis.cache, deployment=self.name, on_change=state.touch
+            )
+        self.bridge: KafkaIngestBridge | None = None
+        if deployment.kafka.ingest_topics:
+            self.bridge = KafkaIngestBridge(
+                deployment.kafka,
+                settings.dimensions,
+                self.event_bus,
+                deployment=self.name,
+                connector=self.kafka,
+                on_change=state.touch,
+            )
+        self.publisher: ManifestPublisher | None = None
+        if deployment.kafka.manifest_publish:
+            self.publisher = ManifestPublisher.for_services(self)
         self._extra_probes = list(probes)
-        self._ingest = ingest
-        self._tasks: list[str] = []
+        self._jobs = self._plan_jobs(ingest)
+        self._sources_added = False
         self._started = False
         self._lock = asyncio.Lock()
 
@@ -123,12 +125,68 @@ class InstitutionalIngestServices:
         """Return the deployment name."""
         return self.deployment.name
 
+    def _plan_jobs(self, ingest: IngestJob | None) -> list[_Job]:
+        probes = self.settings.probes
+        # A cycle takes at most the probe timeout; three missed cycles is a hang.
+        hang = 3 * (probes.interval_seconds + probes.timeout_seconds)
+        jobs = [
+            _Job(
+                f"probe-loop:{self.name}",
+                "timescale",
+                self.scheduler.run,
+                RestartPolicy(backoff_initial=1.0, backoff_max=30.0, reset_after=hang),
+                hang,
+            )
+        ]
+        if self.bridge is not None:
+            # No hang timeout: the bridge waits on the bus (backpressure), which is not a hang;
+            # a dead broker is detected by the bridge itself and raised.
+            policy = RestartPolicy(backoff_initial=1.0, backoff_max=60.0, reset_after=120.0)
+            jobs.append(_Job(f"kafka-bridge:{self.name}", "kafka", self.bridge.run, policy, None))
+        if self.cache is not None:
+            jobs.append(
+                _Job(
+                    f"cache:{self.name}",
+                    "redis",
+                    self.cache.run,
+                    RestartPolicy(backoff_max=60.0, restart_on_success=True),
+                    3 * (self.cache.interval + probes.timeout_seconds),
+                )
+            )
+        if self.publisher is not None:
+            publisher = self.publisher
+            jobs.append(
+                _Job(
+                    f"manifest:{self.name}",
+                    "kafka",
+                    publisher.run,
+                    RestartPolicy(backoff_initial=1.0, backoff_max=120.0, reset_after=300.0),
+                    publisher.check_interval + 3 * publisher.deadline,
+                )
+            )
+        if ingest is not None:
+            interval = probes.interval_seconds
+            jobs.append(
+                _Job(
+                    f"ingest:{self.name}",
+                    "timescale",
+                    periodic(ingest, interval),
+                    RestartPolicy(backoff_max=60.0),
+                    None,
+                )
+            )
+        return jobs
+
     def builtin_probes(self) -> list[Probe]:
         """Return the built-in probes of the three connectors."""
-        return [TimescaleProbe(self.timescale), RedisProbe(self.redis), KafkaProbe(self.kafka)]
+        return list(self._builtin)
 
     async def start(self, *, supervise: bool = True) -> None:
-        """Start the connectors and (unless ``supervise`` is false) the periodic job; idempotent."""
+        """Start the connectors and (unless ``supervise`` is false) the background jobs.
+
+        Idempotent. Nothing here needs a service to answer: a dependency that is down at
+        start shows up as a failing probe and a job in backoff, never as a start failure.
+        """
         async with self._lock:
             if self._started:
                 return
@@ -137,72 +195,72 @@ class InstitutionalIngestServices:
             self._started = True
             if not supervise:
                 return
-            probes = self.settings.probes
-            # A cycle takes at most the longest probe timeout; three missed cycles is a hang.
-            hang = 3 * (probes.interval_seconds + probes.timeout_seconds)
-            name = f"probe-loop:{self.name}"
-            self.supervisor.create(
-                self.scheduler.run,
-                name=name,
-                restart=RestartPolicy(backoff_initial=1.0, backoff_max=30.0, reset_after=hang),
-                hang_timeout=hang,
-            )
-            self._tasks.append(name)
-            if self._ingest is not None:
-                self._start_ingest(self._ingest)
-            _log.info("services_started", deployment=self.name)
-
-    def _start_ingest(self, job: IngestJob) -> None:
-        interval = self.settings.probes.interval_seconds
-
-        async def run(heartbeat: Heartbeat) -> None:
-            while True:
-                await job()
-                heartbeat.ready()
-                await asyncio.sleep(interval)
-
-        name = f"ingest:{self.name}"
-        self.supervisor.create(run, name=name, restart=RestartPolicy(backoff_max=60.0))
-        self._tasks.append(name)
+            if not self._sources_added:
+                for source in (self.cache, self.bridge, self.publisher):
+                    if source is not None:
+                        self.state.add_source(source)
+                self._sources_added = True
+            for job in self._jobs:
+                self.supervisor.create(
+                    job.factory, name=job.name, restart=job.restart, hang_timeout=job.hang_timeout
+                )
+            _log.info("services_started", deployment=self.name, jobs=[j.name for j in self._jobs])
 
     async def stop(self, timeout: float = 10.0) -> None:
-        """Stop the connectors within ``timeout``; idempotent (tasks belong to the supervisor)."""
+        """Stop jobs (the bridge commits its offsets), probes and connectors within ``timeout``.
+
+        Idempotent.
+        """
         async with self._lock:
             if not self._started:
                 return
             self._started = False
             deadline = time.monotonic() + timeout
+            names = [job.name for job in self._jobs]
+            # Half the budget for the jobs: the bridge's final commit happens in there.
+            clean = await self.supervisor.cancel(*names, timeout=timeout / 2)
+            await self._kafka_probe.aclose()
             for connector in (self.kafka, self.redis, self.timescale):
                 await connector.stop(max(0.1, deadline - time.monotonic()))
             self.runner.close()
-            _log.info("services_stopped", deployment=self.name)
+            _log.info("services_stopped", deployment=self.name, jobs_clean=clean)
 
     async def connectivity_report(self, probes: Iterable[Probe] = ()) -> ConnectivityReport:
         """Run built-in, configured and given probes concurrently; never raises for a probe."""
-        merged = merge_probes(merge_probes(self.builtin_probes(), self._extra_probes), probes)
+        merged = merge_probes(merge_probes(self._builtin, self._extra_probes), probes)
         return await self.runner.run(merged, deployment=self.name)
 
     def supervision(self) -> dict[str, list[SupervisionView]]:
-        """Return, per connector, the views of the supervised tasks that serve it."""
-        views = []
-        for name in self._tasks:
-            info = self.supervisor.get(name)
-            if info is not None:
-                views.append(
-                    SupervisionView(
-                        task=info.name,
-                        state=info.state.value,
-                        restarts=info.restarts,
-                        last_error_type=info.last_error_type,
-                        last_error_message=info.last_error_message,
-                    )
-                )
-        probe_views = [v for v in views if v.task.startswith("probe-loop:")]
-        return {"timescale": probe_views, "redis": probe_views, "kafka": probe_views}
+        """Return, per connector, the views of the supervised jobs that serve it."""
+        views: dict[str, list[SupervisionView]] = {"timescale": [], "redis": [], "kafka": []}
+        probe_view: SupervisionView | None = None
+        for job in self._jobs:
+            info = self.supervisor.get(job.name)
+            if info is None:
+                continue
+            view = SupervisionView(
+                task=info.name,
+                state=info.state.value,
+                restarts=info.restarts,
+                last_error_type=info.last_error_type,
+                last_error_message=info.last_error_message,
+            )
+            if job.name.startswith("probe-loop:"):
+                probe_view = view
+            else:
+                views[job.connector].append(view)
+        # The probe loop serves every connector.
+        if probe_view is not None:
+            for connector_views in views.values():
+                connector_views.insert(0, probe_view)
+        return views
 
     def managed_manifest(self) -> dict[str, Any]:
         """Return the redaction-safe manifest of this deployment's connectors."""
-        manifest = build_manifest(self.settings, self.deployment, supervision=self.supervision())
+        live = {"redis": self.cache.live_metadata()} if self.cache is not None else None
+        manifest = build_manifest(
+            self.settings, self.deployment, supervision=self.supervision(), live=live
+        )
         return manifest.model_dump(mode="json")
 
     def failover_metadata(self) -> dict[str, Any] | None:
@@ -220,24 +278,34 @@ class InstitutionalIngestProvisioner:
         *,
         redactor: Redactor | None = None,
         probes: Sequence[Probe] = (),
+        tracer: Tracer | None = None,
     ) -> None:
         self.config = config
+        self.tracer = tracer
         self.redactor = redactor or Redactor()
-        self.redactor.add(*secrets_of(config))
+        self.redactor.add(*config.secret_values())
         # Import errors surface here, before anything starts (exit code 2 from the CLI).
         self.probes: list[Probe] = [*load_operator_probes(config.probes.operator), *probes]
 
     def provision(
         self,
         ingest: IngestJob | None = None,
-        event_bus: Any = None,
+        event_bus: EventBus | None = None,
         supervisor: TaskSupervisor | None = None,
         *,
         deployment: str | None = None,
         state: ExporterState | None = None,
     ) -> InstitutionalIngestServices:
-        """Return the (not yet started) services bundle of one deployment."""
-        del event_bus  # consumed by the ingest bridge (provisioned with it)
+        """Return the (not yet started) services bundle of one deployment.
+
+        Args:
+            ingest: An operator coroutine run once per probe interval, supervised.
+            event_bus: Where the Kafka ingest bridge delivers decoded events; by default
+                events are only observed (counted, their timestamps tracked) and committed.
+            supervisor: The supervisor of every background job (a new one by default).
+            deployment: The deployment's name; the first configured one by default.
+            state: The snapshot the probes and jobs write (a new one by default).
+        """
         return InstitutionalIngestServices(
             self.config,
             self.config.deployment(deployment),
@@ -246,4 +314,6 @@ class InstitutionalIngestProvisioner:
             redactor=self.redactor,
             probes=self.probes,
             ingest=ingest,
+            event_bus=event_bus,
+            tracer=self.tracer,
         )

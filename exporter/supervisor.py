@@ -145,6 +145,7 @@ class _Entry:
 
     info: TaskInfo
     policy: RestartPolicy = RestartPolicy()
+    adopted: bool = False  # came from track(): no runner, never restarted
     task: asyncio.Task[Any] = field(init=False)
     heartbeat: Heartbeat | None = None
     hung_for: float | None = None  # set by the watchdog when it cancels the current run
@@ -155,6 +156,12 @@ class _Entry:
 
 def _identity(text: str) -> str:
     return text
+
+
+def _with_error(info: TaskInfo, streak: int, error: tuple[str, str]) -> TaskInfo:
+    return replace(
+        info, consecutive_failures=streak, last_error_type=error[0], last_error_message=error[1]
+    )
 
 
 class TaskSupervisor:
@@ -203,7 +210,9 @@ class TaskSupervisor:
         if restart is not None:
             entry.policy = restart
         self._live[name] = entry  # before the task exists: an eager task factory may run it now
-        entry.task = loop.create_task(self._supervise(entry, factory), name=f"supervisor:{name}")
+        entry.task = loop.create_task(self._run_loop(entry, factory), name=f"supervisor:{name}")
+        # A done callback, not try/finally: a task cancelled before its first step runs no code.
+        entry.task.add_done_callback(lambda done: self._task_done(entry, done))
         if hang_timeout is not None and self._watchdog is None:
             self._watchdog = loop.create_task(self._watch(), name="supervisor:watchdog")
         self._publish(entry, entry.info)
@@ -213,10 +222,11 @@ class TaskSupervisor:
         """Adopt an existing task: never restarted, but its end is recorded and logged."""
         self._admit(name)
         # An adopted task has no readiness handshake; running is the best readiness we know.
-        entry = _Entry(TaskInfo(name, TaskState.RUNNING, ready=True, started_at=self._clock()))
+        info = TaskInfo(name, TaskState.RUNNING, ready=True, started_at=self._clock())
+        entry = _Entry(info, adopted=True)
         entry.task = task
         self._live[name] = entry
-        task.add_done_callback(lambda done: self._tracked_done(entry, done))
+        task.add_done_callback(lambda done: self._task_done(entry, done))
         self._publish(entry, entry.info)
 
     def describe(self) -> list[TaskInfo]:
@@ -237,25 +247,38 @@ class TaskSupervisor:
         After the first call `create` and `track` raise `SupervisorError`.
         """
         self._closed = True
-        pending: set[asyncio.Task[Any]] = set()
-        for entry in list(self._live.values()):
+        extra = []
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            extra.append(self._watchdog)
+        await self._cancel_entries(list(self._live.values()), extra, timeout)
+        return not self._live and (self._watchdog is None or self._watchdog.done())
+
+    async def cancel(self, *names: str, timeout: float = 5.0) -> bool:
+        """Cancel the named live tasks (no restart) and wait up to ``timeout`` for them to end."""
+        entries = [self._live[name] for name in names if name in self._live]
+        await self._cancel_entries(entries, [], timeout)
+        return not any(name in self._live for name in names)
+
+    async def _cancel_entries(
+        self, entries: list[_Entry], extra: list[asyncio.Task[Any]], timeout: float
+    ) -> None:
+        for entry in entries:
             if not entry.cancel_requested:  # a second cancel would interrupt the task's cleanup
                 entry.cancel_requested = True
                 entry.task.cancel()
-            pending.add(entry.task)
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            pending.add(self._watchdog)
-        pending = {task for task in pending if not task.done()}
-        if not pending:
-            return True
-        waiter = asyncio.get_running_loop().create_task(
-            asyncio.wait(pending, timeout=max(timeout, 0.0)), name="supervisor:shutdown"
-        )
-        self._helpers.add(waiter)
-        waiter.add_done_callback(self._helpers.discard)
-        _, not_done = await asyncio.shield(waiter)
-        return not not_done
+        tasks = [entry.task for entry in entries] + extra
+        if pending := {task for task in tasks if not task.done()}:
+            waiter = asyncio.get_running_loop().create_task(
+                asyncio.wait(pending, timeout=max(timeout, 0.0)), name="supervisor:shutdown"
+            )
+            self._helpers.add(waiter)
+            waiter.add_done_callback(self._helpers.discard)
+            await asyncio.shield(waiter)
+        # Retire tasks whose done callbacks have not run yet, so the caller sees final states.
+        for entry in entries:
+            if entry.task.done() and self._live.get(entry.info.name) is entry:
+                self._task_done(entry, entry.task)
 
     async def wait_ready(self, name: str, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for ``name`` to signal ready; False if it ended first."""
@@ -283,22 +306,11 @@ class TaskSupervisor:
             raise SupervisorError(f"a task named {name!r} is already supervised")
         return loop
 
-    async def _supervise(self, entry: _Entry, factory: _Factory) -> None:
+    async def _run_loop(self, entry: _Entry, factory: _Factory) -> TaskState:
+        """Run, judge and restart until the policy says stop; return the final state."""
         task = asyncio.current_task()
-        if task is None:  # pragma: no cover - always set inside a task
+        if task is None:  # pragma: no cover - a coroutine run by create_task has a task
             raise SupervisorError("runner outside a task")
-        final = TaskState.FAILED  # anything unexpected escaping means it did not end cleanly
-        try:
-            final = await self._run_loop(entry, factory, task)
-        except asyncio.CancelledError:
-            final = TaskState.CANCELLED
-            raise
-        finally:
-            self._retire(entry, final)
-
-    async def _run_loop(
-        self, entry: _Entry, factory: _Factory, task: asyncio.Task[Any]
-    ) -> TaskState:
         loop = asyncio.get_running_loop()
         policy, name = entry.policy, entry.info.name
         while True:
@@ -316,7 +328,7 @@ class TaskSupervisor:
             if entry.cancel_requested or task.cancelling():
                 return TaskState.CANCELLED  # the coroutine swallowed our cancellation
             if error is None:
-                _log.info("task_finished", task=name, restart=policy.restart_on_success)
+                _log.info("task_finished", task=name, restarting=policy.restart_on_success)
                 if not policy.restart_on_success:
                     return TaskState.FINISHED
                 info = replace(entry.info, consecutive_failures=0)
@@ -325,12 +337,7 @@ class TaskSupervisor:
                 streak = entry.info.consecutive_failures
                 # A run that stayed up for reset_after was healthy: this failure starts a streak.
                 streak = (0 if loop.time() - started >= policy.reset_after else streak) + 1
-                info = replace(
-                    entry.info,
-                    consecutive_failures=streak,
-                    last_error_type=error[0],
-                    last_error_message=error[1],
-                )
+                info = _with_error(entry.info, streak, error)
                 delay = policy.delay(streak, self._rng)
                 if policy.max_restarts is not None and streak > policy.max_restarts:
                     entry.info = info  # published by _retire together with the final state
@@ -358,7 +365,7 @@ class TaskSupervisor:
             if entry.hung_for is None or task.cancelling() > 1:
                 raise
         except Exception as exc:  # noqa: BLE001 - a supervisor must outlive whatever its task raises
-            error = (type(exc).__name__, self._scrub(str(exc)))
+            error = self._describe_error(exc)
         if (silent := entry.hung_for) is not None:
             entry.hung_for = None
             task.uncancel()  # consume the watchdog's request so the next run is not cancelled
@@ -391,21 +398,23 @@ class TaskSupervisor:
                 async with asyncio.timeout_at(next_deadline):
                     await self._watch_wake.wait()
 
-    def _tracked_done(self, entry: _Entry, task: asyncio.Task[Any]) -> None:
+    def _task_done(self, entry: _Entry, task: asyncio.Task[Any]) -> None:
+        """Retire an entry whose task ended; a runner's result is its own final state."""
+        if self._live.get(entry.info.name) is not entry:
+            return  # already retired by cancel_all
         if task.cancelled():
-            self._retire(entry, TaskState.CANCELLED)
-        elif (exc := task.exception()) is None:  # retrieved: asyncio won't report it as lost
-            _log.info("task_finished", task=entry.info.name, restart=False)
-            self._retire(entry, TaskState.FINISHED)
-        else:
-            entry.info = replace(
-                entry.info,
-                consecutive_failures=1,
-                last_error_type=type(exc).__name__,
-                last_error_message=self._scrub(str(exc)),
-            )
+            state = TaskState.CANCELLED
+        elif (exc := task.exception()) is not None:  # retrieved: asyncio won't report it as lost
+            streak = entry.info.consecutive_failures + 1
+            entry.info = _with_error(entry.info, streak, self._describe_error(exc))
             self._log_failure(entry.info, None)
-            self._retire(entry, TaskState.FAILED)
+            state = TaskState.FAILED
+        elif entry.adopted:
+            _log.info("task_finished", task=entry.info.name, restarting=False)
+            state = TaskState.FINISHED
+        else:
+            state = task.result()
+        self._retire(entry, state)
 
     def _log_failure(self, info: TaskInfo, backoff: float | None) -> None:
         _log.warning(
@@ -425,8 +434,6 @@ class TaskSupervisor:
             self._publish(entry, replace(info, ready=True))
 
     def _retire(self, entry: _Entry, state: TaskState) -> None:
-        if self._live.get(entry.info.name) is not entry:
-            return
         if state is TaskState.CANCELLED:
             _log.info("task_cancelled", task=entry.info.name, restarts=entry.info.restarts)
         del self._live[entry.info.name]
@@ -447,13 +454,16 @@ class TaskSupervisor:
             except Exception:  # noqa: BLE001 - a metrics hook must never take supervision down
                 _log.exception("supervisor_callback_failed")
 
-    def _scrub(self, message: str) -> str:
-        """Redact, then truncate (so a secret is never cut in half and missed by the redactor)."""
+    def _describe_error(self, exc: BaseException) -> tuple[str, str]:
+        """Return the error's type name and its message redacted, then truncated.
+
+        Redaction comes first so a secret is never cut in half and missed by the redactor.
+        """
         try:
-            cleaned = self._redact(message)
+            cleaned = self._redact(str(exc))
         except Exception:  # noqa: BLE001 - no traceback: it could carry the raw message
             _log.error("supervisor_redaction_failed")
-            return "<redaction failed>"
+            cleaned = "<redaction failed>"
         if len(cleaned) > _MAX_MESSAGE:
             cleaned = cleaned[: _MAX_MESSAGE - 3] + "..."
-        return cleaned
+        return type(exc).__name__, cleaned

@@ -274,8 +274,10 @@ pg_bootstrap() {
 DO $$
 BEGIN
     IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'ingest') THEN
-        CREATE ROLE ingest LOGIN PASSWORD 'ingest';
+        CREATE ROLE ingest LOGIN;
     END IF;
+    -- A password no ordinary word contains: the exporter masks known secrets everywhere.
+    ALTER ROLE ingest PASSWORD 'local-dev-pw';
 END
 $$;
 GRANT pg_monitor TO ingest;
@@ -516,7 +518,7 @@ write_env() {
     local tmp=$SERVICES_DIR/env.tmp
     cat >"$tmp" <<EOF
 # Written by scripts/services.sh; source it: . .services/env
-export TIMESCALEDB_URL=postgresql://ingest:ingest@$HOST:$PG_PORT/ingest
+export TIMESCALEDB_URL=postgresql://ingest:local-dev-pw@$HOST:$PG_PORT/ingest
 export TIMESCALE_ADMIN_URL=postgresql://postgres:$PG_SUPERPASS@$HOST:$PG_PORT/ingest
 export REDIS_URL=redis://$HOST:$REDIS_PORT/0
 export KAFKA_BOOTSTRAP_SERVERS=$HOST:$KAFKA_PORT

@@ -11,7 +11,6 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from exporter.config import KafkaSettings
 from exporter.connectors.base import Connector
-from exporter.errors import ConnectorError
 
 __all__ = ["KafkaConnector"]
 
@@ -75,14 +74,11 @@ class KafkaConnector(Connector):
 
     async def reset(self) -> None:
         """Drop the admin client so the next use bootstraps again."""
-        admin, self._admin = self._admin, None
+        # Under the lock: an admin() still bootstrapping must not store its client afterwards.
+        async with self._admin_lock:
+            admin, self._admin = self._admin, None
         if admin is not None:
             await _quietly_close(admin)
-
-    def require_started(self) -> None:
-        """Raise unless the connector was started."""
-        if self.state != "started":
-            raise ConnectorError(self.name, "error", "connector not started")
 
 
 async def _quietly_close(admin: AIOKafkaAdminClient) -> None:

@@ -41,6 +41,7 @@ class Reason(enum.StrEnum):
     PROTOCOL = "protocol"
     MISSING = "missing"
     STALE = "stale"
+    CAPACITY = "capacity"
     ERROR = "error"
 
 
@@ -77,6 +78,8 @@ class ProbeResult:
     detail: str
     checked_at: float
     measurements: tuple[Measurement, ...] = ()
+    #: Hex id of the span the probe ran in (``None`` untraced): the log line's ``span_id``.
+    span_id: str | None = None
 
     @property
     def ok(self) -> bool:

@@ -1,56 +1,314 @@
-"""Built-in Kafka checks."""
+"""Built-in Kafka checks: cluster metadata, ingest topics, the bridge's lag, an optional canary.
+
+One run, all bounded by one deadline (90% of the probe's timeout, so every check reports
+before the runner gives up on the probe as a whole):
+
+- ``metadata``: brokers and controller through the connector's admin client. Failing here
+  raises, and the runner reports one ``down`` result with a classified reason.
+- ``topics`` (when ingest topics are configured): each is present, its partitions have a
+  leader and a full ISR. A missing topic is ``degraded``/``missing``; a partition without
+  a leader ``degraded``/``missing`` (its leader is gone); an under-replicated one
+  ``degraded``/``stale`` (followers behind). Topics come from the all-topics metadata the
+  broker sends anyway: naming them in the request would let a broker with
+  ``auto.create.topics.enable`` create the very topic reported missing.
+- ``consumer_lag`` (same condition): see :mod:`exporter.probes._kafka_lag`.
+- ``canary`` (only with a canary topic): produce a unique message to partition 0 and read
+  it back, timing the round trip; a missing canary topic is ``degraded``/``missing``.
+
+A check that cannot be determined (the broker refused or timed out on its request) is
+``unknown`` with the classified reason; a canary that fails is ``down``: it is the data
+path itself. Clients are reused across runs and discarded after failures, so a thousand
+runs hold the same connections as one.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import functools
 import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+from aiokafka.errors import for_code
+from aiokafka.structs import TopicPartition
 
 from exporter.connectors.kafka import KafkaConnector
 from exporter.errors import ProbeError
-from exporter.probes.base import Check, Measurement
+from exporter.probes._kafka_clients import CANARY_PARTITION, ProbeClients, canary_round_trip
+from exporter.probes._kafka_lag import LagReader
+from exporter.probes.base import Check, Measurement, Reason, Status
 from exporter.probes.classify import classify
 from exporter.telemetry.spec import REFRESHED, MetricSpec, spec
 
-__all__ = ["METRIC_SPECS", "KafkaProbe"]
+__all__ = ["DEADLINE_SHARE", "METRIC_SPECS", "KafkaProbe", "topics_check"]
 
+#: Share of the probe's timeout its checks may use, leaving the rest for reporting.
+DEADLINE_SHARE = 0.9
 
 #: Gauges this probe publishes (through its measurements).
 METRIC_SPECS: tuple[MetricSpec, ...] = (
     spec(
         "ingest_kafka_brokers", "gauge", "deployment", f"Brokers in cluster metadata. {REFRESHED}"
     ),
+    spec(
+        "ingest_kafka_topic_partitions",
+        "gauge",
+        "deployment topic",
+        f"Partitions of each configured ingest topic, 0 when the topic is missing. {REFRESHED}",
+    ),
+    spec(
+        "ingest_kafka_partitions_without_leader",
+        "gauge",
+        "deployment topic",
+        f"Partitions of each ingest topic that have no leader (unavailable). {REFRESHED}",
+    ),
+    spec(
+        "ingest_kafka_under_replicated_partitions",
+        "gauge",
+        "deployment topic",
+        f"Partitions of each ingest topic whose in-sync replicas are fewer than their "
+        f"replicas. {REFRESHED}",
+    ),
+    spec(
+        "ingest_kafka_consumer_lag_messages",
+        "gauge",
+        "deployment topic partition",
+        f"Messages between the ingest group's committed offset and the high watermark. {REFRESHED}",
+    ),
+    spec(
+        "ingest_kafka_consumer_lag_seconds",
+        "gauge",
+        "deployment topic",
+        f"Age of the oldest message the ingest group has not consumed (max over the topic's "
+        f"partitions; 0 when caught up). {REFRESHED}",
+    ),
+    spec(
+        "ingest_kafka_canary_latency_seconds",
+        "gauge",
+        "deployment",
+        f"Produce-to-consume round trip of the last canary message. {REFRESHED}",
+    ),
 )
+
+# Errors that mean "the broker answered no": the clients are fine, keep them.
+_ANSWERED = frozenset({Reason.AUTH, Reason.PERMISSION, Reason.MISSING})
+
+
+def topics_check(
+    described: Sequence[Mapping[str, Any]], topics: Sequence[str]
+) -> tuple[Check, dict[str, list[int]]]:
+    """Judge ``topics`` against described metadata; also return their led partitions."""
+    by_name = {str(entry["topic"]): entry for entry in described}
+    measurements: list[Measurement] = []
+    problems: list[tuple[Reason, str]] = []
+    led: dict[str, list[int]] = {}
+    leaderless = under = unreadable = 0
+    for topic in topics:
+        label = (("topic", topic),)
+        entry = by_name.get(topic)
+        # 3 is UNKNOWN_TOPIC_OR_PARTITION; an absent entry means the same.
+        code = 3 if entry is None else int(entry["error_code"])
+        if code == 3:
+            problems.append((Reason.MISSING, f"topic {topic} missing"))
+            measurements.append(Measurement("ingest_kafka_topic_partitions", 0.0, label))
+            continue
+        if entry is None or code:
+            unreadable += 1
+            reason = classify(for_code(code)())
+            problems.append((reason, f"topic {topic} unreadable: {reason.value}"))
+            continue
+        partitions = entry["partitions"]
+        no_leader = sum(1 for p in partitions if int(p["leader"]) < 0)
+        lagging = sum(1 for p in partitions if len(p["isr"]) < len(p["replicas"]))
+        leaderless += no_leader
+        under += lagging
+        led[topic] = sorted(int(p["partition"]) for p in partitions if int(p["leader"]) >= 0)
+        measurements += [
+            Measurement("ingest_kafka_topic_partitions", float(len(partitions)), label),
+            Measurement("ingest_kafka_partitions_without_leader", float(no_leader), label),
+            Measurement("ingest_kafka_under_replicated_partitions", float(lagging), label),
+        ]
+    if leaderless:
+        problems.append((Reason.MISSING, f"{leaderless} partition(s) without a leader"))
+    if under:
+        problems.append((Reason.STALE, f"{under} under-replicated partition(s)"))
+    if not problems:
+        count = sum(len(p) for p in led.values())
+        detail = f"{len(topics)} topic(s), {count} partition(s), all led and in sync"
+        return Check("topics", detail=detail, measurements=tuple(measurements)), led
+    # Nothing readable at all means nothing is known, not that something is wrong.
+    status = Status.UNKNOWN if unreadable == len(topics) else Status.DEGRADED
+    detail = "; ".join(text for _, text in problems)
+    return Check("topics", status, problems[0][0], detail, tuple(measurements)), led
 
 
 class KafkaProbe:
-    """Fetch cluster metadata (brokers, controller) through the admin client."""
+    """Check the cluster, the ingest topics, the bridge group's lag and (opt-in) a canary.
+
+    Keyword arguments default to the connector's settings: ``topics`` to the ingest topics,
+    ``group`` to the bridge's consumer group, ``canary_topic`` to the configured canary
+    (``None`` there: no canary), ``auto_offset_reset`` to the bridge's policy.
+    """
 
     connector: str = "kafka"
     name: str = "metadata"
 
-    def __init__(self, kafka: KafkaConnector, *, timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        kafka: KafkaConnector,
+        *,
+        timeout: float | None = None,
+        topics: Sequence[str] | None = None,
+        group: str | None = None,
+        canary_topic: str | None = None,
+        auto_offset_reset: str | None = None,
+    ) -> None:
+        settings = kafka.settings
         self._kafka = kafka
         self.timeout = timeout
+        configured = [b.topic for b in settings.ingest_topics] if topics is None else topics
+        #: The ingest topics checked and measured (deduplicated, in configured order).
+        self.topics: tuple[str, ...] = tuple(dict.fromkeys(configured))
+        #: The consumer group whose lag is measured (the ingest bridge's).
+        self.group = group or settings.consumer_group
+        #: The canary topic, or None when the canary is off.
+        self.canary_topic = canary_topic or settings.canary_topic
+        self._reset_policy = auto_offset_reset or settings.auto_offset_reset
+        self._clients = ProbeClients(kafka)
+        self._lag = LagReader()
+        self._lock = asyncio.Lock()
+
+    async def aclose(self) -> None:
+        """Close the probe's own consumer and producer (the admin client is the connector's)."""
+        await self._clients.close()
 
     async def __call__(self) -> list[Check]:
-        """Run the checks; a failure drops the admin client so the next run bootstraps anew."""
+        """Run the checks; runs never overlap (they share one consumer)."""
+        async with self._lock:
+            budget = self.timeout or self._kafka.timeout
+            deadline = asyncio.get_running_loop().time() + budget * DEADLINE_SHARE
+            checks = [await self._metadata()]
+            if self.topics or self.canary_topic:
+                checks += await self._topic_checks(deadline)
+            return checks
+
+    async def _metadata(self) -> Check:
+        """Describe the cluster; raise (classified by the runner) when it cannot be reached."""
         t0 = time.perf_counter()
         try:
-            admin = await self._kafka.admin()
+            admin = await self._admin()
             cluster = await admin.describe_cluster()
         except Exception as exc:
-            await self._kafka.reset()
+            await self._drop_clients()
             raise await self._diagnose(exc) from exc
+        except BaseException:
+            self._drop_clients_in_background()
+            raise
         brokers = cluster.get("brokers", [])
-        return [
-            Check(
-                "metadata",
-                latency_seconds=time.perf_counter() - t0,
-                detail=f"{len(brokers)} broker(s), controller {cluster.get('controller_id')}",
-                measurements=(Measurement("ingest_kafka_brokers", float(len(brokers))),),
-            )
-        ]
+        return Check(
+            "metadata",
+            latency_seconds=time.perf_counter() - t0,
+            detail=f"{len(brokers)} broker(s), controller {cluster.get('controller_id')}",
+            measurements=(Measurement("ingest_kafka_brokers", float(len(brokers))),),
+        )
+
+    async def _topic_checks(self, deadline: float) -> list[Check]:
+        """Describe all topics once, then judge topics, lag and canary from it."""
+        described: list[Mapping[str, Any]] = []
+
+        async def describe() -> list[Check]:
+            admin = await self._admin()
+            described.extend(await admin.describe_topics())
+            return []
+
+        failed = await self._step("topics", deadline, Status.UNKNOWN, describe)
+        if failed:
+            # Without topic metadata nothing else can be judged: each check says why.
+            names = ["topics", "consumer_lag"] if self.topics else []
+            names += ["canary"] if self.canary_topic else []
+            return [dataclasses.replace(failed[0], name=name) for name in names]
+        checks: list[Check] = []
+        led: dict[str, list[int]] = {}
+        if self.topics:
+            topics, led = topics_check(described, self.topics)
+            checks.append(topics)
+        canary = self.canary_topic
+        has_canary = canary is not None and any(
+            entry["topic"] == canary and not entry["error_code"] for entry in described
+        )
+        readable = [TopicPartition(topic, p) for topic, ids in led.items() for p in ids]
+        if canary is not None and has_canary:
+            readable.append(TopicPartition(canary, CANARY_PARTITION))
+        self._clients.expect(readable)
+        if self.topics:
+            read_lag = functools.partial(self._read_lag, led, deadline)
+            checks += await self._step("consumer_lag", deadline, Status.UNKNOWN, read_lag)
+        if canary is not None and not has_canary:
+            checks.append(Check("canary", Status.DEGRADED, Reason.MISSING, f"{canary} missing"))
+        elif canary is not None:
+            round_trip = functools.partial(self._canary, canary)
+            checks += await self._step("canary", deadline, Status.DOWN, round_trip)
+        return checks
+
+    async def _read_lag(self, led: Mapping[str, Sequence[int]], deadline: float) -> list[Check]:
+        present = {topic: ids for topic, ids in led.items() if ids}
+        if not present:
+            return [Check("consumer_lag", Status.UNKNOWN, Reason.MISSING, "no ingest topic found")]
+        check = await self._lag.read(
+            await self._admin(),
+            await self._clients.consumer(),
+            group=self.group,
+            partitions=present,
+            reset=self._reset_policy,
+            deadline=deadline,
+        )
+        return [check]
+
+    async def _canary(self, topic: str) -> list[Check]:
+        return [await canary_round_trip(self._clients, topic)]
+
+    async def _step(
+        self,
+        name: str,
+        deadline: float,
+        status: Status,
+        work: Callable[[], Awaitable[list[Check]]],
+    ) -> list[Check]:
+        """Run one check under the deadline; a failure becomes a check, never an exception."""
+        t0 = time.perf_counter()
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await work()
+        except Exception as exc:  # noqa: BLE001 - a failed check is data
+            reason = Reason.TIMEOUT if isinstance(exc, TimeoutError) else classify(exc)
+            if reason not in _ANSWERED:
+                await self._drop_clients()
+            if reason is Reason.TIMEOUT:
+                detail = "no answer before the probe's deadline"
+            else:
+                detail = f"{type(exc).__name__}: {exc}"
+            return [Check(name, status, reason, detail, latency_seconds=time.perf_counter() - t0)]
+        except BaseException:
+            # Cancelled mid-request: the clients may hold a half-read reply. Drop them,
+            # without waiting: the runner's timeout has already passed.
+            self._drop_clients_in_background()
+            raise
+
+    async def _admin(self) -> Any:
+        # Shielded for the reason ProbeClients._start gives: a bootstrap cut off by the
+        # probe's timeout finishes in the background and is reused by the next run.
+        return await asyncio.shield(self._kafka.admin())
+
+    async def _drop_clients(self) -> None:
+        # Shielded: closing finishes even when the runner's timeout cancels this run.
+        await asyncio.shield(asyncio.wait(self._drop_clients_in_background()))
+
+    def _drop_clients_in_background(self) -> list[asyncio.Task[None]]:
+        closing = [self._clients.in_background(self._kafka.reset())]
+        own = self._clients.discard()
+        return closing if own is None else [*closing, own]
 
     async def _diagnose(self, exc: Exception) -> Exception:
         """Say why bootstrap failed: aiokafka reports every cause as one connection error."""

@@ -124,14 +124,19 @@ class ProbeRunner:
         timeout = probe.timeout or self._default_timeout
         t0 = time.perf_counter()
         key = (probe.connector, probe.name)
+        deadline = asyncio.timeout(timeout)
         try:
-            async with asyncio.timeout(timeout):
+            async with deadline:
                 if _is_async(probe):
                     output = await probe()  # type: ignore[misc]
                 else:
                     output = await self._in_thread(key, probe)
-        except TimeoutError:
-            return [self._failure(probe, Reason.TIMEOUT, f"no answer within {timeout:g}s", t0)]
+        except TimeoutError as exc:
+            if deadline.expired():
+                detail = f"no answer within {timeout:g}s"
+                return [self._failure(probe, Reason.TIMEOUT, detail, t0)]
+            # The probe's own deadline (a driver timeout) fired first: say what it said.
+            return [self._failure(probe, Reason.TIMEOUT, self._describe(exc), t0)]
         except Exception as exc:  # noqa: BLE001 - a probe's failure is data, not a crash
             return [self._failure(probe, classify(exc), self._describe(exc), t0)]
         return self._results(probe, output, t0)
@@ -205,6 +210,10 @@ def _annotate(span: trace.Span, results: Sequence[ProbeResult]) -> None:
         }
         if result.reason is not None:
             event["ingest.check.reason"] = result.reason.value
+        # A check measuring exactly one topic names it (messaging.destination.name is single).
+        topics = {v for m in result.measurements for k, v in m.labels if k == "topic"}
+        if len(topics) == 1:
+            event["messaging.destination.name"] = topics.pop()
         span.add_event("ingest.check", event)
     failed = next((r for r in results if r.status is Status.DOWN), None)
     if failed is None:

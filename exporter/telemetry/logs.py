@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from collections.abc import MutableMapping
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import structlog
+from opentelemetry import trace
 
 from exporter.redaction import Redactor
+from exporter.telemetry.tracing import span_ids
 
-__all__ = ["RedactProcessor", "configure_logging"]
+__all__ = ["RedactProcessor", "add_trace_context", "configure_logging"]
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
 
@@ -29,6 +32,45 @@ class RedactProcessor:
         return self._redactor.redact_mapping(dict(event))
 
 
+def add_trace_context(
+    logger: Any, method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Add the current span's ``trace_id`` and ``span_id`` unless the event sets its own.
+
+    Log lines written inside a probe's span (library warnings included) then join the trace.
+    """
+    if "trace_id" not in event:
+        trace_id, span_id = span_ids(trace.get_current_span())
+        if trace_id is not None:
+            event["trace_id"] = trace_id
+            event["span_id"] = span_id
+    return event
+
+
+class _Sink:
+    """Write log lines to a stream, dropping those it refuses: a log call must never raise.
+
+    A daemon whose stderr pipe was closed (``ingest-exporter run | head``) would otherwise
+    fail every log call with ``BrokenPipeError``, the signal handler included, and never stop.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except (OSError, ValueError):  # a broken pipe, a full disk, a closed file
+            return 0
+
+    def flush(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self._stream.flush()
+
+    def isatty(self) -> bool:
+        return self._stream.isatty()
+
+
 def configure_logging(
     *,
     level: str = "info",
@@ -38,6 +80,7 @@ def configure_logging(
 ) -> None:
     """Configure structlog (and route stdlib logging through it) for the whole process."""
     stream = stream or sys.stderr
+    sink = cast("TextIO", _Sink(stream))
     if fmt == "auto":
         fmt = "console" if stream.isatty() else "json"
     renderer: Any = (
@@ -50,6 +93,7 @@ def configure_logging(
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.format_exc_info,
+        add_trace_context,
     ]
     # Last before rendering, so nothing added by an earlier processor escapes it.
     shared.append(RedactProcessor(redactor or Redactor()))
@@ -57,11 +101,11 @@ def configure_logging(
     structlog.configure(
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(stream),
+        logger_factory=structlog.PrintLoggerFactory(sink),
         cache_logger_on_first_use=False,
     )
     # Library loggers (aiokafka, asyncio) go through the same redaction and renderer.
-    handler = logging.StreamHandler(stream)
+    handler = logging.StreamHandler(sink)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             processors=[

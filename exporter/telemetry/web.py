@@ -1,19 +1,63 @@
-"""The HTTP API: metrics, health, readiness and JSON views of the snapshot (aiohttp)."""
+"""The HTTP API: metrics, health, readiness, JSON views and ``/probe`` (aiohttp).
+
+Every handler reads the shared snapshot except ``/probe``, which runs one deployment's
+probes on demand (the blackbox-exporter pattern: one scrape job, one target per deployment).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import html
 import json
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+import math
+import re
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from typing import Any, Protocol
 
-from aiohttp import web
+from aiohttp import hdrs, web
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
 
 from exporter import __version__
+from exporter.probes.base import ConnectivityReport, ProbeResult, Reason, Status
 from exporter.state import ExporterState
-from exporter.telemetry.metrics import MetricsRenderer
+from exporter.telemetry.metrics import MEASUREMENTS, IngestCollector, MetricsRenderer
+from exporter.telemetry.spec import MetricSpec, spec
+from exporter.telemetry.webconfig import AUTH_REALM, BasicAuth, WebConfig
 
-__all__ = ["WebApp", "build_app"]
+__all__ = [
+    "PROBE_METRICS",
+    "SCRAPE_TIMEOUT_HEADER",
+    "SCRAPE_TIMEOUT_MARGIN",
+    "ProbeTarget",
+    "WebApp",
+    "build_app",
+    "scrape_budget",
+]
+
+#: The header Prometheus sends with every scrape: the scrape timeout in seconds.
+SCRAPE_TIMEOUT_HEADER = "X-Prometheus-Scrape-Timeout-Seconds"
+#: Seconds kept back from that timeout to render and send the answer.
+SCRAPE_TIMEOUT_MARGIN = 0.5
+
+#: Families only ``/probe`` publishes (as the blackbox exporter's ``probe_*``).
+PROBE_METRICS: tuple[MetricSpec, ...] = (
+    spec("ingest_probe_success", "gauge", "deployment", "1 when every check of this probe passed."),
+    spec(
+        "ingest_probe_target_duration_seconds",
+        "gauge",
+        "deployment",
+        "Wall time of this on-demand probe of the deployment.",
+    ),
+)
+# The collector families that describe one probe (counters since start would be wrong here).
+_PROBE_FAMILIES = frozenset(
+    {"ingest_connector", "ingest_connector_up", "ingest_check_up"} | set(MEASUREMENTS)
+)
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 _LINKS = (
     ("/metrics", "Prometheus metrics"),
@@ -27,8 +71,28 @@ _LINKS = (
 APP_KEY = web.AppKey("ingest_web", object)
 
 
+class ProbeTarget(Protocol):
+    """One deployment ``/probe`` can probe (an ``InstitutionalIngestServices``)."""
+
+    def connectivity_report(self) -> Awaitable[ConnectivityReport]:
+        """Run the deployment's probes now and return the report."""
+        ...
+
+
+def scrape_budget(header: str | None, default: float) -> float:
+    """Return the seconds a probe may take: the scrape timeout minus a margin, or ``default``."""
+    try:
+        timeout = float(header) if header is not None else math.nan
+    except ValueError:
+        timeout = math.nan
+    if not math.isfinite(timeout) or timeout <= 0:
+        return default
+    # A short timeout keeps at least half of itself rather than going to zero.
+    return max(timeout - SCRAPE_TIMEOUT_MARGIN, timeout / 2)
+
+
 class WebApp:
-    """Handlers over the shared state; nothing here touches a dependency."""
+    """Handlers over the shared state; only ``/probe`` touches a dependency."""
 
     def __init__(
         self,
@@ -36,18 +100,21 @@ class WebApp:
         renderer: MetricsRenderer,
         *,
         manifests: Callable[[], Sequence[Mapping[str, Any]]],
+        targets: Mapping[str, ProbeTarget] | None = None,
+        probe_timeout: float = 5.0,
     ) -> None:
         self.state = state
         self.renderer = renderer
         self.manifests = manifests
+        self.targets: Mapping[str, ProbeTarget] = targets or {}
+        self.probe_timeout = probe_timeout
+        # One probe run per target at a time: concurrent scrapes share it.
+        self._inflight: dict[str, asyncio.Task[ConnectivityReport]] = {}
 
     async def metrics(self, request: web.Request) -> web.Response:
         """Serve the cached exposition in the format the scraper asked for."""
-        body, content_type = self.renderer.render(request.headers.get("Accept"))
-        response = web.Response(body=body)
-        # content_type must carry its parameters verbatim (version, charset, escaping).
-        response.headers["Content-Type"] = content_type
-        return response
+        body, content_type = self.renderer.render(request.headers.get(hdrs.ACCEPT))
+        return _exposition(body, content_type)
 
     async def healthy(self, request: web.Request) -> web.Response:
         """Answer liveness: the process serves HTTP (dependencies are not consulted)."""
@@ -78,11 +145,88 @@ class WebApp:
             }
         )
 
+    async def probe(self, request: web.Request) -> web.Response:
+        """Probe the deployment named by ``?target=`` now; answer only its series.
+
+        Credentials come from the configuration by deployment name; the URL carries nothing
+        else, so any other query parameter is refused rather than silently ignored.
+        """
+        known = ", ".join(sorted(self.targets)) or "none configured"
+        if set(request.query) - {"target"}:
+            return _bad(f"only the target parameter is accepted; known targets: {known}")
+        names = request.query.getall("target", [])
+        if len(names) != 1 or not names[0]:
+            return _bad(f"expected exactly one ?target=NAME; known targets: {known}")
+        name = names[0]
+        target = self.targets.get(name)
+        if target is None:
+            shown = f" {name!r}" if _NAME.match(name) else ""  # never echo odd input
+            return _bad(f"unknown target{shown}; known targets: {known}")
+        default = self.probe_timeout + SCRAPE_TIMEOUT_MARGIN
+        budget = scrape_budget(request.headers.get(SCRAPE_TIMEOUT_HEADER), default)
+        report = await self._probe_within(name, target, budget)
+        registry = CollectorRegistry(auto_describe=False)
+        connectors = tuple(c for c in self.state.connectors if c.deployment == name)
+        registry.register(_ProbeCollector(report, connectors))
+        encoder, content_type = choose_encoder(request.headers.get(hdrs.ACCEPT) or "")
+        return _exposition(encoder(registry), content_type)
+
+    async def _probe_within(
+        self, name: str, target: ProbeTarget, budget: float
+    ) -> ConnectivityReport:
+        started, t0 = time.time(), time.perf_counter()
+        task = self._inflight.get(name)
+        if task is None:
+            task = asyncio.create_task(_report(target), name=f"probe-target:{name}")
+            self._inflight[name] = task
+            task.add_done_callback(lambda done: self._finished(name, done))
+        try:
+            async with asyncio.timeout(budget):
+                # Shielded: a timed-out scrape leaves the run to finish for the next one.
+                return await asyncio.shield(task)
+        except TimeoutError:
+            return self._timed_out(name, budget, started, time.perf_counter() - t0)
+
+    def _finished(self, name: str, task: asyncio.Task[ConnectivityReport]) -> None:
+        if self._inflight.get(name) is task:
+            del self._inflight[name]
+        if not task.cancelled():
+            task.exception()  # retrieved here so an unawaited failure is not reported twice
+
+    def _timed_out(
+        self, name: str, budget: float, started: float, elapsed: float
+    ) -> ConnectivityReport:
+        names = tuple(c.connector for c in self.state.connectors if c.deployment == name)
+        result = [
+            ProbeResult(
+                connector=connector,
+                check="probe",
+                status=Status.DOWN,
+                reason=Reason.TIMEOUT,
+                latency_seconds=elapsed,
+                detail=f"no answer within the scrape budget of {budget:g}s",
+                checked_at=time.time(),
+            )
+            for connector in names
+        ]
+        return ConnectivityReport(name, started, elapsed, tuple(result), connectors=names)
+
+    async def close(self, app: web.Application) -> None:
+        """Cancel on-demand probes still running (an ``on_cleanup`` hook)."""
+        tasks = list(self._inflight.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     async def landing(self, request: web.Request) -> web.Response:
         """Serve a small page linking the endpoints."""
+        links = [
+            *_LINKS,
+            *((f"/probe?target={n}", "probe this deployment now") for n in self.targets),
+        ]
         items = "".join(
             f'<li><a href="{html.escape(href)}">{html.escape(href)}</a> {html.escape(text)}</li>'
-            for href, text in _LINKS
+            for href, text in links
         )
         page = (
             "<!doctype html><html><head><title>ingest-exporter</title></head><body>"
@@ -91,16 +235,119 @@ class WebApp:
         return web.Response(text=page, content_type="text/html")
 
 
+async def _report(target: ProbeTarget) -> ConnectivityReport:
+    return await target.connectivity_report()
+
+
+class _ProbeCollector(Collector):
+    """The series of one on-demand probe: the snapshot families of it, plus success/duration."""
+
+    def __init__(self, report: ConnectivityReport, connectors: Sequence[Any]) -> None:
+        self._state = ExporterState()
+        self._state.set_connectors(tuple(connectors))
+        self._state.record(report)
+        self._report = report
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        for family in IngestCollector(self._state).collect():
+            if family.name in _PROBE_FAMILIES and family.samples:
+                yield family
+        success, duration = (
+            GaugeMetricFamily(s.name, s.help, labels=list(s.labels)) for s in PROBE_METRICS
+        )
+        deployment = self._report.deployment
+        ok = self._report.ok and bool(self._report.results)
+        success.add_metric([deployment], 1.0 if ok else 0.0)
+        duration.add_metric([deployment], self._report.duration_seconds)
+        yield success
+        yield duration
+
+
+def _exposition(body: bytes, content_type: str) -> web.Response:
+    response = web.Response(body=body)
+    # content_type must carry its parameters verbatim (version, charset, escaping).
+    response.headers[hdrs.CONTENT_TYPE] = content_type
+    return response
+
+
 def _json(data: Any) -> web.Response:
     return web.Response(
         text=json.dumps(data, indent=2, default=str) + "\n", content_type="application/json"
     )
 
 
-def build_app(handlers: WebApp, *, max_body: int = 65_536) -> web.Application:
-    """Return the aiohttp application (GET routes; other methods get 405, others 404)."""
-    app = web.Application(client_max_size=max_body)
+def _bad(message: str) -> web.Response:
+    return web.Response(status=400, text=message + "\n")
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _headers_middleware(headers: Mapping[str, str]) -> Any:
+    @web.middleware
+    async def add_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            exc.headers.update(headers)
+            raise
+        response.headers.update(headers)
+        return response
+
+    return add_headers
+
+
+def _body_limit_middleware(max_body: int) -> Any:
+    @web.middleware
+    async def bounded_body(request: web.Request, handler: Handler) -> web.StreamResponse:
+        # No route takes a body; one is read (and dropped) only up to the limit, so a client
+        # cannot make the server buffer or wait for more.
+        if request.body_exists:
+            length = request.content_length
+            if length is not None and length > max_body:
+                raise web.HTTPRequestEntityTooLarge(max_size=max_body, actual_size=length)
+            size = 0
+            while chunk := await request.content.readany():
+                size += len(chunk)
+                if size > max_body:
+                    raise web.HTTPRequestEntityTooLarge(max_size=max_body, actual_size=size)
+        return await handler(request)
+
+    return bounded_body
+
+
+def _auth_middleware(auth: BasicAuth) -> Any:
+    challenge = f'Basic realm="{AUTH_REALM}"'
+
+    @web.middleware
+    async def basic_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+        # Every path is protected, /-/healthy included, as in exporter-toolkit.
+        if not await auth.verify(request.headers.get(hdrs.AUTHORIZATION)):
+            return web.Response(
+                status=401, text="Unauthorized.\n", headers={hdrs.WWW_AUTHENTICATE: challenge}
+            )
+        return await handler(request)
+
+    return basic_auth
+
+
+def build_app(
+    handlers: WebApp, *, max_body: int = 65_536, web_config: WebConfig | None = None
+) -> web.Application:
+    """Return the aiohttp application (GET/HEAD routes; other methods 405, other paths 404)."""
+    config = web_config or WebConfig()
+    middlewares = [_body_limit_middleware(max_body)]
+    if config.http_server_config.headers:
+        middlewares.insert(0, _headers_middleware(config.http_server_config.headers))
+    auth = config.basic_auth()
+    if auth is not None:
+        middlewares.append(_auth_middleware(auth))
+    app = web.Application(client_max_size=max(max_body, 1), middlewares=middlewares)
     app[APP_KEY] = handlers
+    app.on_cleanup.append(handlers.close)
     app.router.add_get("/", handlers.landing)
     app.router.add_get("/metrics", handlers.metrics)
     app.router.add_get("/-/healthy", handlers.healthy)
@@ -108,4 +355,5 @@ def build_app(handlers: WebApp, *, max_body: int = 65_536) -> web.Application:
     app.router.add_get("/api/v1/manifest", handlers.manifest)
     app.router.add_get("/api/v1/connectivity", handlers.connectivity)
     app.router.add_get("/api/v1/failover", handlers.failover)
+    app.router.add_get("/probe", handlers.probe)
     return app

@@ -36,9 +36,7 @@ def _result(connector: str, check: str, status: Status, reason: Reason | None) -
         latency_seconds=0.004,
         detail="",
         checked_at=1_700_000_000.0,
-        measurements=(Measurement("ingest_kafka_brokers", 3.0),)
-        if connector == "kafka"
-        else (),
+        measurements=(Measurement("ingest_kafka_brokers", 3.0),) if connector == "kafka" else (),
     )
 
 

@@ -480,3 +480,36 @@ async def test_on_change_is_called_and_its_errors_are_logged() -> None:
 
     assert calls == [TaskState.PENDING, TaskState.RUNNING, TaskState.RUNNING, TaskState.FINISHED]
     assert [event["event"] for event in logs].count("supervisor_callback_failed") == len(calls)
+
+
+async def test_cancelling_the_caller_of_cancel_all_does_not_stop_the_shutdown(make: Make) -> None:
+    """The caller of cancel_all sees its own cancellation while the shutdown carries on."""
+    supervisor, _ = make()
+    cleaned_up: list[bool] = []
+
+    async def slow_cleanup(heartbeat: Heartbeat) -> None:
+        heartbeat.ready()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await asyncio.sleep(0.05)
+            cleaned_up.append(True)
+
+    supervisor.create(slow_cleanup, name="slow")
+    assert await supervisor.wait_ready("slow", timeout=1.0)
+    caller = asyncio.create_task(supervisor.cancel_all(timeout=1.0))
+    await asyncio.sleep(0.01)
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    assert await supervisor.cancel_all(timeout=1.0) is True
+    assert cleaned_up == [True]
+    assert info_of(supervisor, "slow").state is TaskState.CANCELLED
+
+
+async def test_cancel_all_right_after_create_records_the_cancellation(make: Make) -> None:
+    """A task cancelled before its runner ever ran still ends up CANCELLED in the history."""
+    supervisor, _ = make()
+    supervisor.create(forever, name="unborn")
+    assert await supervisor.cancel_all(timeout=1.0) is True
+    assert supervisor.describe() == [TaskInfo("unborn", TaskState.CANCELLED, finished_at=WALL)]

@@ -1,0 +1,128 @@
+"""Semantic-convention span attributes of a probe, parsed once from the deployment settings.
+
+Hosts, ports and database names come from the parsed settings, never from a URL string put
+into a span: a URL, a DSN or a password is never an attribute value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl, unquote
+
+from opentelemetry.util.types import AttributeValue
+
+if TYPE_CHECKING:
+    from exporter.config import DeploymentSettings
+    from exporter.probes.base import Probe
+
+__all__ = ["probe_span_attributes"]
+
+
+def probe_span_attributes(
+    deployment: DeploymentSettings,
+) -> Callable[[Probe], dict[str, AttributeValue]]:
+    """Return a function giving a probe's semantic-convention span attributes.
+
+    Hosts, ports and database names are parsed from the settings once, here; a URL, DSN or
+    password is never an attribute. With ``mask_hosts`` no ``server.address`` is recorded.
+    A Kafka probe whose ``topic``, ``topics`` and ``canary_topic`` attributes name exactly one
+    topic also gets ``messaging.destination.name`` (the attribute is single-valued, so a probe
+    of several topics gets it per check, on the check events: see the probe runner).
+    """
+    mask = deployment.mask_hosts
+    pg_host, pg_port, pg_db = _pg_target(deployment.timescale.url.get_secret_value())
+    redis_host, redis_port, redis_db = _redis_target(deployment.redis.url.get_secret_value())
+    kafka_host, _, kafka_port = deployment.kafka.bootstrap_servers[0].rpartition(":")
+    by_connector: dict[str, dict[str, AttributeValue]] = {
+        "timescale": _clean(
+            {
+                "db.system.name": "postgresql",
+                "db.namespace": pg_db,
+                "server.address": None if mask else pg_host,
+                "server.port": pg_port,
+            }
+        ),
+        "redis": _clean(
+            {
+                "db.system.name": "redis",
+                "db.namespace": redis_db,
+                "server.address": None if mask else redis_host,
+                "server.port": redis_port,
+            }
+        ),
+        "kafka": _clean(
+            {
+                "messaging.system": "kafka",
+                "server.address": None if mask else kafka_host.strip("[]"),
+                "server.port": int(kafka_port),
+            }
+        ),
+    }
+
+    def attributes(probe: Probe) -> dict[str, AttributeValue]:
+        result = dict(by_connector.get(probe.connector, {}))
+        topics = _topics(probe) if probe.connector == "kafka" else set()
+        if len(topics) == 1:
+            result["messaging.destination.name"] = topics.pop()
+        return result
+
+    return attributes
+
+
+def _topics(probe: Probe) -> set[str]:
+    found: set[str] = set()
+    for name in ("topic", "canary_topic"):
+        value = getattr(probe, name, None)
+        if isinstance(value, str) and value:
+            found.add(value)
+    many = getattr(probe, "topics", ())
+    if isinstance(many, list | tuple):
+        found.update(t for t in many if isinstance(t, str) and t)
+    return found
+
+
+def _clean(attributes: Mapping[str, AttributeValue | None]) -> dict[str, AttributeValue]:
+    return {key: value for key, value in attributes.items() if value not in (None, "")}
+
+
+def _split_url(url: str) -> tuple[str, str, dict[str, str]]:
+    """Return (first host[:port], path, query) of a URL, never any part of its userinfo."""
+    rest = url.partition("://")[2]
+    # The userinfo ends at the last '@' (a password may hold '/', '?' or '@'), so nothing
+    # taken from after it can be a piece of the password.
+    after = rest[rest.rfind("@") + 1 :]
+    cut = min((i for i in (after.find(c) for c in "/?#") if i >= 0), default=len(after))
+    hosts, tail = after[:cut], after[cut:].partition("#")[0]
+    path, _, query = tail.partition("?")
+    return hosts.split(",")[0], unquote(path.lstrip("/")), dict(parse_qsl(query))
+
+
+def _host_port(item: str) -> tuple[str, int | None]:
+    if item.startswith("["):
+        host, _, port = item[1:].partition("]")
+        port = port.lstrip(":")
+    else:
+        host, _, port = item.partition(":")
+    return unquote(host), int(port) if port.isdigit() else None
+
+
+def _pg_target(url: str) -> tuple[str, int, str]:
+    first, path, query = _split_url(url)
+    host, port = _host_port(first)
+    if not host:
+        # libpq also takes hosts (or a socket directory) as query parameters.
+        host = query.get("host", "").split(",")[0]
+    if port is None:
+        raw = query.get("port", "").split(",")[0]
+        port = int(raw) if raw.isdigit() else 5432
+    return host, port, path or query.get("dbname", "") or query.get("database", "")
+
+
+def _redis_target(url: str) -> tuple[str, int | None, str]:
+    first, path, query = _split_url(url)
+    if url.lower().startswith("unix:"):
+        return "/" + path, None, query.get("db", "0")
+    host, port = _host_port(first)
+    db = path if path.isdigit() else query.get("db", "0")
+    return host, port or 6379, db

@@ -1,0 +1,189 @@
+"""A private PostgreSQL streaming replica of the shared cluster (or, promoted, a private primary).
+
+The replica is made with ``pg_basebackup -R`` from the shared cluster of ``scripts/services.sh``
+(whose ``pg_hba.conf`` allows replication from 127.0.0.1 with SCRAM), runs as user ``postgres``
+(PostgreSQL refuses root) in a data directory under ``/var/lib/postgresql/`` (a folder that user
+can traverse), on a free loopback port and with its own socket directory. Everything else,
+``shared_preload_libraries = timescaledb`` included, is copied by the base backup: a hot standby
+must have at least the primary's ``max_connections``, so the copy is also the safe choice.
+
+``stop()`` uses ``pg_ctl stop -m immediate`` and removes the whole directory, so a test leaves
+nothing behind. The primary keeps no replication slot for the replica (``wal_keep_size`` covers
+the short life of a test replica), so nothing accumulates on the shared cluster either.
+``promote()`` turns the replica into a primary of its own: a private copy of the shared
+database (roles, TimescaleDB, tables) that a test may lock, load or stop without disturbing
+other tests, and that other tests' outages of the shared cluster do not disturb either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import uuid
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+import asyncpg
+
+__all__ = ["PgReplica"]
+
+HOST = "127.0.0.1"
+PG_HOME = Path("/var/lib/postgresql")
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+class PgReplica:
+    """Run one streaming replica of the cluster behind ``primary_url`` (a superuser URL)."""
+
+    def __init__(self, primary_url: str, *, pg_bin: str | None = None) -> None:
+        self.primary_url = primary_url
+        found = pg_bin or os.environ.get("INGEST_PG_BIN")
+        if not found:
+            raise RuntimeError("INGEST_PG_BIN is not set: source .services/env")
+        self.pg_bin = Path(found)
+        token = uuid.uuid4().hex[:10]
+        #: The replica's application_name, so the primary's pg_stat_replication names it.
+        self.name = f"probe_replica_{token}"
+        self.home = PG_HOME / f"ingest-replica-{token}"
+        self.data = self.home / "data"
+        self.port = _free_port()
+        self._started = False
+
+    @property
+    def url(self) -> str:
+        """Return ``primary_url`` pointed at the replica's port (same role, same database)."""
+        parts = urlsplit(self.primary_url)
+        userinfo = parts.netloc.rpartition("@")[0]
+        netloc = f"{userinfo}@{HOST}:{self.port}" if userinfo else f"{HOST}:{self.port}"
+        return urlunsplit(parts._replace(netloc=netloc))
+
+    async def _run(self, *args: str, env: dict[str, str] | None = None) -> None:
+        """Run a PostgreSQL tool as user postgres; fail with its output on a non-zero exit."""
+        process = await asyncio.create_subprocess_exec(
+            "runuser",
+            "-u",
+            "postgres",
+            "--",
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env=env,
+        )
+        output, _ = await asyncio.wait_for(process.communicate(), timeout=90)
+        if process.returncode != 0:
+            raise RuntimeError(f"{args[0]} failed ({process.returncode}): {output.decode()[-800:]}")
+
+    async def start(self, *, timeout: float = 60.0) -> None:
+        """Base-backup the primary, start the replica and wait until it streams."""
+        parts = urlsplit(self.primary_url)
+        self.home.mkdir(mode=0o700)
+        shutil.chown(self.home, "postgres", "postgres")
+        self._started = True
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            # The password reaches pg_basebackup through its environment, never its argv.
+            "PGPASSWORD": unquote(parts.password or ""),
+            "PGAPPNAME": self.name,
+        }
+        conninfo = (
+            f"host={parts.hostname} port={parts.port or 5432} "
+            f"user={unquote(parts.username or 'postgres')} application_name={self.name}"
+        )
+        await self._run(
+            str(self.pg_bin / "pg_basebackup"),
+            "-d",
+            conninfo,
+            "-D",
+            str(self.data),
+            "-R",
+            "-X",
+            "stream",
+            "--checkpoint=fast",
+            "--no-sync",
+            env=env,
+        )
+        options = f"-p {self.port} -k {self.home} -c listen_addresses={HOST}"
+        await self._run(
+            str(self.pg_bin / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.home / "postgres.log"),
+            "-o",
+            options,
+            "-w",
+            "-t",
+            "30",
+            "start",
+        )
+        await self.wait_streaming(timeout=timeout)
+
+    async def wait_streaming(self, *, timeout: float = 30.0) -> None:
+        """Wait until the primary lists the replica as ``streaming``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        conn = await asyncpg.connect(self.primary_url, timeout=10)
+        try:
+            while True:
+                state = await conn.fetchval(
+                    "SELECT state FROM pg_stat_replication WHERE application_name = $1", self.name
+                )
+                if state == "streaming":
+                    return
+                if loop.time() > deadline:
+                    raise RuntimeError(f"replica {self.name} not streaming after {timeout}s")
+                await asyncio.sleep(0.1)
+        finally:
+            await conn.close()
+
+    async def promote(self, *, timeout: float = 30.0) -> None:
+        """Promote the replica to a primary of its own (a private cluster to break freely)."""
+        await self._run(str(self.pg_bin / "pg_ctl"), "-D", str(self.data), "-w", "promote")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        conn = await asyncpg.connect(self.url, timeout=10)
+        try:
+            while await conn.fetchval("SELECT pg_is_in_recovery()"):
+                if loop.time() > deadline:
+                    raise RuntimeError(f"replica {self.name} still in recovery after {timeout}s")
+                await asyncio.sleep(0.1)
+        finally:
+            await conn.close()
+
+    async def stop(self) -> None:
+        """Stop the replica at once and remove its directory; calling it again is a no-op."""
+        if not self._started:
+            return
+        self._started = False
+        try:
+            if (self.data / "postmaster.pid").exists():
+                await self._run(
+                    str(self.pg_bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"
+                )
+        finally:
+            shutil.rmtree(self.home, ignore_errors=True)
+
+    async def __aenter__(self) -> Self:
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
