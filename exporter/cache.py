@@ -319,19 +319,15 @@ class RedisCache:
             yield family
 
     def live_metadata(self) -> dict[str, Any]:
-        """Return the policy and the last read counters (None before a read), for the manifest."""
+        """Return the last read counters (None before a read), for the manifest.
+
+        The policy itself is in the manifest already (from the settings); this is what only
+        Redis knows.
+        """
         counters = None
         if self._last is not None:
             counters = {k: getattr(self._last, k) for k in (*_COUNTERS, "keys")}
-        return {
-            "strategy": self._settings.strategy,
-            "enabled": self.enabled,
-            "ttl_seconds": self._ttl,
-            "max_keys": self._max_keys,
-            "namespace": self.namespace,
-            "counters": counters,
-            "refreshed_at": self._refreshed_at,
-        }
+        return {"counters": counters, "refreshed_at": self._refreshed_at}
 
     def _keys(self, key: str) -> list[str]:
         return [self._prefix + key, self._index, self._stats_key]

@@ -92,19 +92,17 @@ def _samples(families: Iterable[Metric]) -> dict[str, float]:
 @pytest.mark.parametrize("strategy", sorted(CACHE_PRESETS))
 def test_presets_resolve_to_their_ttl_and_key_cap(strategy: str) -> None:
     """Each preset gives its table TTL and cap; disabled resolves to zero, never unbounded."""
-    cache, _ = _make(FakeRedis(), strategy=strategy)
-    meta = cache.live_metadata()
-    assert (meta["ttl_seconds"], meta["max_keys"]) == CACHE_PRESETS[strategy]
-    assert meta["enabled"] is (strategy != "disabled")
-    assert meta["strategy"] == strategy
+    policy = RedisCacheSettings(strategy=strategy)
+    assert (policy.effective_ttl_seconds, policy.effective_max_keys) == CACHE_PRESETS[strategy]
+    assert policy.enabled is (strategy != "disabled")
 
 
 def test_overrides_win_over_the_preset_except_when_disabled() -> None:
     """Explicit ttl/max_keys override a preset; the disabled strategy ignores overrides."""
-    cache, _ = _make(FakeRedis(), strategy="bootstrap", ttl_seconds=7, max_keys=9)
-    assert (cache.live_metadata()["ttl_seconds"], cache.live_metadata()["max_keys"]) == (7, 9)
-    off, _ = _make(FakeRedis(), strategy="disabled", ttl_seconds=7, max_keys=9)
-    assert (off.live_metadata()["ttl_seconds"], off.live_metadata()["max_keys"]) == (0, 0)
+    policy = RedisCacheSettings(strategy="bootstrap", ttl_seconds=7, max_keys=9)
+    assert (policy.effective_ttl_seconds, policy.effective_max_keys) == (7, 9)
+    off = RedisCacheSettings(strategy="disabled", ttl_seconds=7, max_keys=9)
+    assert (off.effective_ttl_seconds, off.effective_max_keys) == (0, 0)
 
 
 async def test_disabled_cache_never_touches_redis_and_counts_misses_locally() -> None:
@@ -245,7 +243,6 @@ async def test_refresh_publishes_last_stats_and_touches_only_on_change() -> None
     assert meta["counters"] == {
         "hits": 6, "misses": 2, "sets": 0, "evictions": 0, "corrupt": 1, "keys": 4,
     }  # fmt: skip
-    assert meta["namespace"] == "ns"
     assert isinstance(meta["refreshed_at"], float)
 
 
