@@ -212,6 +212,14 @@ class ProbeSettings(_Frozen):
     operator: tuple[OperatorProbeSettings, ...] = ()
 
 
+class SupervisorSettings(_Frozen):
+    """How background jobs (bridge, cache, manifest, ingest) are restarted after a failure."""
+
+    max_restarts: int | None = Field(None, ge=0)
+    backoff_initial_seconds: PositiveSeconds = 1.0
+    backoff_max_seconds: PositiveSeconds = 60.0
+
+
 class WebSettings(_Frozen):
     """The HTTP listener."""
 
@@ -260,6 +268,7 @@ class IngestSettings(BaseSettings):
     deployments: tuple[DeploymentSettings, ...] = (DeploymentSettings(),)
     failover_drill: TimescaleFailoverDrillSettings = TimescaleFailoverDrillSettings()
     probes: ProbeSettings = ProbeSettings()
+    supervisor: SupervisorSettings = SupervisorSettings()
     web: WebSettings = WebSettings()
     log: LogSettings = LogSettings()
 

@@ -127,6 +127,19 @@ class InstitutionalIngestServices:
 
     def _plan_jobs(self, ingest: IngestJob | None) -> list[_Job]:
         probes = self.settings.probes
+        limits = self.settings.supervisor
+
+        def policy(
+            *, reset_after: float, restart_on_success: bool = False, limited: bool = True
+        ) -> RestartPolicy:
+            return RestartPolicy(
+                max_restarts=limits.max_restarts if limited else None,
+                backoff_initial=min(limits.backoff_initial_seconds, limits.backoff_max_seconds),
+                backoff_max=limits.backoff_max_seconds,
+                reset_after=reset_after,
+                restart_on_success=restart_on_success,
+            )
+
         # A cycle takes at most the probe timeout; three missed cycles is a hang.
         hang = 3 * (probes.interval_seconds + probes.timeout_seconds)
         jobs = [
@@ -134,22 +147,25 @@ class InstitutionalIngestServices:
                 f"probe-loop:{self.name}",
                 "timescale",
                 self.scheduler.run,
-                RestartPolicy(backoff_initial=1.0, backoff_max=30.0, reset_after=hang),
+                # Never given up on: without it every metric would silently go stale.
+                policy(reset_after=hang, limited=False),
                 hang,
             )
         ]
         if self.bridge is not None:
             # No hang timeout: the bridge waits on the bus (backpressure), which is not a hang;
             # a dead broker is detected by the bridge itself and raised.
-            policy = RestartPolicy(backoff_initial=1.0, backoff_max=60.0, reset_after=120.0)
-            jobs.append(_Job(f"kafka-bridge:{self.name}", "kafka", self.bridge.run, policy, None))
+            bridge_policy = policy(reset_after=120.0)
+            jobs.append(
+                _Job(f"kafka-bridge:{self.name}", "kafka", self.bridge.run, bridge_policy, None)
+            )
         if self.cache is not None:
             jobs.append(
                 _Job(
                     f"cache:{self.name}",
                     "redis",
                     self.cache.run,
-                    RestartPolicy(backoff_max=60.0, restart_on_success=True),
+                    policy(reset_after=120.0, restart_on_success=True),
                     3 * (self.cache.interval + probes.timeout_seconds),
                 )
             )
@@ -160,7 +176,7 @@ class InstitutionalIngestServices:
                     f"manifest:{self.name}",
                     "kafka",
                     publisher.run,
-                    RestartPolicy(backoff_initial=1.0, backoff_max=120.0, reset_after=300.0),
+                    policy(reset_after=300.0),
                     publisher.check_interval + 3 * publisher.deadline,
                 )
             )
@@ -171,7 +187,7 @@ class InstitutionalIngestServices:
                     f"ingest:{self.name}",
                     "timescale",
                     periodic(ingest, interval),
-                    RestartPolicy(backoff_max=60.0),
+                    policy(reset_after=10 * interval),
                     None,
                 )
             )
