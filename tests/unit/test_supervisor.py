@@ -513,3 +513,17 @@ async def test_cancel_all_right_after_create_records_the_cancellation(make: Make
     supervisor.create(forever, name="unborn")
     assert await supervisor.cancel_all(timeout=1.0) is True
     assert supervisor.describe() == [TaskInfo("unborn", TaskState.CANCELLED, finished_at=WALL)]
+
+
+async def test_cancel_stops_only_the_named_tasks(make: Make) -> None:
+    """cancel(name) ends that task for good while the others keep running and create works."""
+    supervisor, _ = make()
+    supervisor.create(forever, name="mine")
+    supervisor.create(forever, name="other")
+    assert await supervisor.wait_ready("mine", timeout=1.0)
+    # Unknown names are ignored: the answer is whether none of the names still runs.
+    assert await supervisor.cancel("mine", "unknown", timeout=1.0) is True
+    assert info_of(supervisor, "mine").state is TaskState.CANCELLED
+    assert info_of(supervisor, "other").state is TaskState.RUNNING
+    supervisor.create(forever, name="mine")  # the name is free again
+    assert await supervisor.cancel_all(timeout=1.0) is True
