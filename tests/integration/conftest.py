@@ -22,6 +22,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from exporter.config import IngestSettings, build_institutional_ingest_config
 from exporter.daemon import Daemon
 
+from .net import free_port
+
+__all__ = ["free_port"]
+
 REPO = Path(__file__).resolve().parents[2]
 SERVICES = REPO / "scripts" / "services.sh"
 _REQUIRED = ("TIMESCALEDB_URL", "TIMESCALE_ADMIN_URL", "REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS")
@@ -126,6 +130,21 @@ async def scrape(base_url: str, path: str = "/metrics") -> str:
     async with aiohttp.ClientSession() as session, session.get(base_url + path) as response:
         assert response.status == 200, f"{path} answered {response.status}"
         return await response.text()
+
+
+async def scrape_until(
+    base_url: str, ready: Callable[[str], bool], *, timeout: float = 15.0
+) -> str:
+    """Scrape /metrics until ``ready(text)`` holds; return that text, fail after ``timeout``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    text = await scrape(base_url)
+    while not ready(text):
+        if loop.time() > deadline:
+            pytest.fail(f"metrics not as expected within {timeout}s:\n{text[-2000:]}")
+        await asyncio.sleep(0.2)
+        text = await scrape(base_url)
+    return text
 
 
 def sample(text: str, name: str, **labels: str) -> float | None:

@@ -16,7 +16,6 @@ import ctypes
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -27,6 +26,8 @@ from typing import Self
 
 from aiokafka.admin import AIOKafkaAdminClient
 
+from .net import free_port
+
 __all__ = ["KafkaInstance"]
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,12 +35,6 @@ LOG4J2 = REPO / "scripts" / "services" / "kafka-log4j2.xml"
 JVM_OPTS = ("-Xms128m", "-Xmx384m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20")
 HOST = "127.0.0.1"
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def _die_with_parent() -> None:
@@ -65,8 +60,8 @@ class KafkaInstance:
         if not found:
             raise RuntimeError("INGEST_KAFKA_JARS is not set: source .services/env")
         self.jars = Path(found)
-        self.port = _free_port()
-        self.controller_port = _free_port()
+        self.port = free_port()
+        self.controller_port = free_port()
         self.workdir = Path(tempfile.mkdtemp(prefix="ingest-kafka-"))
         self._process: subprocess.Popen[bytes] | None = None
         self._formatted = False

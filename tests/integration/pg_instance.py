@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 import uuid
 from pathlib import Path
 from types import TracebackType
@@ -29,16 +28,12 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import asyncpg
 
+from .net import free_port
+
 __all__ = ["PgReplica"]
 
 HOST = "127.0.0.1"
 PG_HOME = Path("/var/lib/postgresql")
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 class PgReplica:
@@ -55,7 +50,7 @@ class PgReplica:
         self.name = f"probe_replica_{token}"
         self.home = PG_HOME / f"ingest-replica-{token}"
         self.data = self.home / "data"
-        self.port = _free_port()
+        self.port = free_port()
         self._started = False
 
     @property

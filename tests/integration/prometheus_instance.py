@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import os
 import shutil
-import socket
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -20,6 +19,8 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
+
+from .net import free_port
 
 __all__ = [
     "PrometheusInstance",
@@ -38,14 +39,6 @@ def prometheus_binary(name: str = "prometheus") -> str:
     if path is None:
         pytest.fail(f"{name} is not installed: run `{_INSTALL}` (make test does)")
     return path
-
-
-def free_port() -> int:
-    """Return a loopback port that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class PrometheusInstance:

@@ -24,6 +24,8 @@ from exporter.connectors.redis import RedisConnector
 from exporter.probes.base import Reason
 from exporter.supervisor import Heartbeat
 
+from .redis_instance import RedisServers
+
 CacheFactory = Callable[..., RedisCache]
 # Counts a namespace's keys in one atomic step (a SCAN loop is not a snapshot).
 _COUNT = "return #redis.call('KEYS', ARGV[1])"
@@ -254,76 +256,31 @@ async def test_unreachable_redis_is_a_fast_miss(
     assert [(e["event"], e["reason"]) for e in logs] == [("cache_unavailable", expected)]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class PrivateRedis:
-    """A redis-server of our own on a fixed free port, so stopping it harms no other test."""
-
-    def __init__(self, binary: str, directory: Path) -> None:
-        self.port = _free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self._argv = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
-        self._argv += ["--appendonly", "no", "--dir", str(directory)]
-        self._proc: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        """Start the server (empty, no scripts loaded) and wait until it answers PING."""
-        self._proc = await asyncio.create_subprocess_exec(
-            *self._argv, stdout=asyncio.subprocess.DEVNULL
-        )
-        for _ in range(200):
-            if await _ping(self.url):
-                return
-            await asyncio.sleep(0.05)
-        pytest.fail("private redis-server did not answer within 10 s")
-
-    async def stop(self) -> None:
-        """Stop the server and wait for it to exit."""
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            proc.terminate()
-            await asyncio.wait_for(proc.wait(), timeout=10)
-
-
-async def _ping(url: str) -> bool:
-    redis = _client(url)
-    try:
-        return bool(await redis.ping())
-    except (OSError, aioredis.RedisError):
-        return False
-    finally:
-        await redis.aclose()
-
-
 @pytest.fixture
-async def private_redis(tmp_path: Path) -> AsyncIterator[PrivateRedis]:
-    """Return a started private Redis; stop it after the test."""
+async def private_redis(tmp_path: Path) -> AsyncIterator[RedisServers]:
+    """Return private Redis servers (not the shared one); stop them after the test."""
     binary = os.environ.get("INGEST_REDIS_SERVER") or shutil.which("redis-server")
     assert binary, "INGEST_REDIS_SERVER is not set and redis-server is not on PATH"
-    server = PrivateRedis(binary, tmp_path)
-    await server.start()
-    yield server
-    await server.stop()
+    servers = RedisServers(binary, tmp_path)
+    yield servers
+    await servers.close()
 
 
-async def test_outage_then_recovery_on_a_private_redis(private_redis: PrivateRedis) -> None:
+async def test_outage_then_recovery_on_a_private_redis(private_redis: RedisServers) -> None:
     """Killing Redis turns calls into logged-once misses; a restart (scripts gone) heals it."""
-    redis = _client(private_redis.url)
+    port = await private_redis.start()
+    redis = _client(f"redis://127.0.0.1:{port}/0")
     cache = RedisCache(
         redis, RedisCacheSettings(namespace="private"), deployment="t", retry_after=0.0
     )
     try:
         assert await cache.set("k", 1)
-        await private_redis.stop()
+        await private_redis.stop(port)
         with capture_logs() as logs:
             for _ in range(50):
                 assert await cache.get("k") is None
                 assert await cache.set("k", 2) is False
-            await private_redis.start()
+            await private_redis.start(port=port)
             assert await cache.set("k", 3)  # EVALSHA -> NOSCRIPT -> reloaded by redis-py
         assert await cache.get("k") == 3
     finally:

@@ -17,16 +17,9 @@ import pytest
 
 from exporter.config import IngestSettings
 
-from .conftest import REPO, running_daemon, sample, scrape, wait_for
+from .conftest import REPO, free_port, running_daemon, sample, scrape, wait_for
 
 CONNECTORS = ("timescale", "redis", "kafka")
-
-
-def unused_port() -> int:
-    """Return a loopback port nothing listens on (connections are refused)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def test_all_connectors_up_and_timescaledb_installed(
@@ -61,9 +54,9 @@ async def test_serves_while_every_dependency_is_down(
 ) -> None:
     """With all three services unreachable the daemon starts, serves and reports them down."""
     settings = settings_factory(
-        TIMESCALEDB_URL=f"postgresql://ingest:ingest@127.0.0.1:{unused_port()}/ingest",
-        REDIS_URL=f"redis://127.0.0.1:{unused_port()}/0",
-        KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{unused_port()}",
+        TIMESCALEDB_URL=f"postgresql://ingest:ingest@127.0.0.1:{free_port()}/ingest",
+        REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
+        KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{free_port()}",
     )
     async with running_daemon(settings) as (daemon, url):
         await wait_for(lambda: daemon.state.ready, timeout=10)
@@ -135,7 +128,7 @@ async def test_signal_stops_gracefully_with_exit_0(
     sig: signal.Signals, service_env: dict[str, str]
 ) -> None:
     """SIGTERM or SIGINT stops the daemon through the graceful path, exit code 0, quickly."""
-    port = unused_port()
+    port = free_port()
     process = _spawn(port, service_env)
     try:
         await _wait_healthy(port)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import statistics
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,15 +21,10 @@ from exporter.probes.base import ProbeResult, Reason, Status
 from exporter.probes.kafka import KafkaProbe
 from exporter.probes.runner import ProbeRunner
 
-from .conftest import running_daemon, sample, scrape
+from .conftest import running_daemon, sample, scrape_until
+from .net import free_port
 
 TopicFactory = Callable[[int], Awaitable[str]]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def established_to(port: int) -> int:
@@ -228,7 +222,7 @@ async def test_canary_round_trip_and_missing_canary_topic(
 
 async def test_unreachable_broker_is_down_refused() -> None:
     """A bootstrap address nothing listens on is one down result with reason refused."""
-    settings = KafkaSettings(bootstrap_servers=(f"127.0.0.1:{_free_port()}",))
+    settings = KafkaSettings(bootstrap_servers=(f"127.0.0.1:{free_port()}",))
     async with KafkaConnector(settings, timeout=2.0) as kafka:
         results = await run(KafkaProbe(kafka, topics=["t"], canary_topic="c"))
     assert list(results) == ["metadata"]
@@ -333,17 +327,9 @@ async def test_daemon_publishes_topic_lag_and_canary_series(
         KAFKA_CANARY_TOPIC=canary,
     )
     async with running_daemon(settings) as (_, url):
-        text = ""
-
-        async def published() -> bool:
-            nonlocal text
-            text = await scrape(url)
-            return sample(text, "ingest_kafka_canary_latency_seconds") is not None
-
-        deadline = time.monotonic() + 15
-        while not await published():
-            assert time.monotonic() < deadline, text
-            await asyncio.sleep(0.2)
+        text = await scrape_until(
+            url, lambda text: sample(text, "ingest_kafka_canary_latency_seconds") is not None
+        )
     assert sample(text, "ingest_kafka_topic_partitions", topic=topic) == 2.0
     assert sample(text, "ingest_kafka_consumer_lag_messages", topic=topic, partition="1") == 0.0
     assert sample(text, "ingest_kafka_consumer_lag_seconds", topic=topic) == 0.0

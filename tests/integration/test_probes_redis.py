@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import statistics
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -20,61 +19,10 @@ from exporter.probes.base import ProbeResult, Reason, Status
 from exporter.probes.redis import RedisProbe, cache_index_key
 from exporter.probes.runner import ProbeRunner
 
-from .conftest import running_daemon, sample, scrape
+from .conftest import free_port, running_daemon, sample, scrape_until
+from .redis_instance import RedisServers
 
 CLIENT_NAME = "ingest-exporter"  # set by RedisConnector on every connection
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class RedisServers:
-    """Private redis-server processes on free ports, stopped after the test."""
-
-    def __init__(self, binary: str, folder: Path) -> None:
-        self._binary = binary
-        self._folder = folder
-        self._processes: dict[int, asyncio.subprocess.Process] = {}
-
-    async def start(self, *args: str) -> int:
-        """Start a server with extra ``args``; return its port once it answers."""
-        port = _free_port()
-        folder = self._folder / str(port)
-        folder.mkdir()
-        self._processes[port] = await asyncio.create_subprocess_exec(
-            self._binary,
-            *("--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"),
-            *("--dir", str(folder), *args),
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while True:
-            # Any reply to PING (even -NOAUTH) means the server is up.
-            with contextlib.suppress(OSError):
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
-                writer.write(b"PING\r\n")
-                reply = await asyncio.wait_for(reader.readline(), 2)
-                writer.close()
-                await writer.wait_closed()
-                if reply:
-                    return port
-            assert time.monotonic() < deadline, "private redis-server did not start"
-            await asyncio.sleep(0.05)
-
-    async def stop(self, port: int) -> None:
-        """Stop one server and wait for it to exit."""
-        process = self._processes.pop(port)
-        process.terminate()
-        await asyncio.wait_for(process.wait(), 10)
-
-    async def close(self) -> None:
-        """Stop every server still running."""
-        for port in list(self._processes):
-            await self.stop(port)
 
 
 @pytest.fixture
@@ -149,7 +97,7 @@ async def test_cache_over_its_key_limit_is_degraded(
 
 async def test_stopped_redis_is_down_refused() -> None:
     """A URL to a port nothing listens on gives one down result with reason refused."""
-    async with connected(f"redis://127.0.0.1:{_free_port()}/0") as connector:
+    async with connected(f"redis://127.0.0.1:{free_port()}/0") as connector:
         results = await run(RedisProbe(connector))
     assert list(results) == ["ping"]
     assert (results["ping"].status, results["ping"].reason) == (Status.DOWN, Reason.REFUSED)
@@ -311,17 +259,9 @@ async def test_daemon_publishes_the_redis_series(
     """The daemon scrapes every Redis check and its gauges, evictions as a _total counter."""
     settings = settings_factory(REDIS_CACHE_NAMESPACE=f"test:daemon:{unique}")
     async with running_daemon(settings) as (_, url):
-        text = ""
-
-        async def published() -> bool:
-            nonlocal text
-            text = await scrape(url)
-            return sample(text, "ingest_redis_memory_used_bytes") is not None
-
-        deadline = time.monotonic() + 15
-        while not await published():
-            assert time.monotonic() < deadline, text
-            await asyncio.sleep(0.2)
+        text = await scrape_until(
+            url, lambda text: sample(text, "ingest_redis_memory_used_bytes") is not None
+        )
     for check in ("ping", "role", "memory", "cache_keys"):
         assert sample(text, "ingest_check_up", connector="redis", check=check) == 1.0
     assert sample(text, "ingest_redis_evicted_keys_total") is not None

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -30,6 +29,8 @@ from exporter.publisher import ManifestPublisher
 from exporter.supervisor import Heartbeat, RestartPolicy, TaskState, TaskSupervisor
 from tests.integration.conftest import wait_for
 from tests.integration.kafka_instance import KafkaInstance
+
+from .net import free_port
 
 Records = list[ConsumerRecord]
 
@@ -264,7 +265,7 @@ async def test_an_unreachable_broker_makes_run_raise_within_its_deadline(
     blackhole: int, target: str
 ) -> None:
     """With no broker to talk to, run raises a ConnectorError promptly instead of looping."""
-    port = blackhole if target == "blackhole" else _closed_port()
+    port = blackhole if target == "blackhole" else free_port()
     settings = KafkaSettings(bootstrap_servers=(f"127.0.0.1:{port}",))
     connector = KafkaConnector(settings, timeout=1.0)
     await connector.start()
@@ -279,12 +280,6 @@ async def test_an_unreachable_broker_makes_run_raise_within_its_deadline(
     assert caught.value.reason in {"timeout", "refused", "error"}
     assert publisher.failures == 1
     assert publisher.published == 0
-
-
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.mark.slow

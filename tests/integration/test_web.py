@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.config import IngestSettings
 from tests.integration.conftest import REPO, running_daemon, sample, scrape, wait_for
-from tests.integration.prometheus_instance import free_port
+from tests.integration.net import free_port
 from tests.pki import CertBundle, make_pki
 
 Settings = Callable[..., IngestSettings]
