@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
 from exporter.bridge import KafkaIngestBridge
@@ -18,7 +19,9 @@ from exporter.config import DimensionSettings, KafkaSettings, TopicBinding
 from exporter.connectors.kafka import KafkaConnector
 from exporter.errors import ConnectorError
 from exporter.events import CallbackBus, IngestEvent
+from exporter.state import ExporterState
 from exporter.supervisor import Heartbeat, RestartPolicy, TaskInfo, TaskState, TaskSupervisor
+from exporter.telemetry.metrics import IngestCollector
 from tests.integration.conftest import wait_for
 from tests.integration.kafka_instance import KafkaInstance
 
@@ -253,6 +256,8 @@ async def test_broker_outage_restarts_the_bridge_with_backoff_and_loses_nothing(
             await wait_for(lambda: _failures(history) >= 1, timeout=15)
             detected = _backoffs(history)[0][0] - killed
             await wait_for(lambda: _failures(history) >= 4, timeout=15)
+            # What an SRE sees meanwhile: the restarts counter on /metrics.
+            during_outage = _restarts_metric(supervisor)
 
             await kafka.start()
             restarted = time.time()
@@ -273,6 +278,7 @@ async def test_broker_outage_restarts_the_bridge_with_backoff_and_loses_nothing(
     restarts = [info.restarts for _, info in history]
     assert restarts == sorted(restarts)
     assert restarts[-1] >= 4
+    assert during_outage >= 3
     assert len(events) == 40
     assert sequences(events) == {p: list(range(20)) for p in range(2)}
     assert len({(e.partition, e.offset) for e in events}) == 40, "exactly once"
@@ -285,6 +291,15 @@ def _backoffs(history: list[tuple[float, TaskInfo]]) -> list[tuple[float, float]
         if info.state is TaskState.BACKOFF and info.next_restart_at is not None:
             seen.setdefault(info.next_restart_at, stamp)
     return [(stamp, at) for at, stamp in seen.items()]
+
+
+def _restarts_metric(supervisor: TaskSupervisor) -> float:
+    """Return the bridge's `ingest_supervisor_task_restarts_total` as the exporter renders it."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(IngestCollector(ExporterState(), tasks=supervisor.describe))
+    value = registry.get_sample_value("ingest_supervisor_task_restarts_total", {"task": "bridge"})
+    assert value is not None
+    return value
 
 
 def _failures(history: list[tuple[float, TaskInfo]]) -> int:
