@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import sys
-from collections.abc import MutableMapping
+import time
+from collections.abc import Callable, MutableMapping
 from typing import Any, TextIO, cast
 
 import structlog
@@ -14,7 +16,7 @@ from opentelemetry import trace
 from exporter.redaction import Redactor
 from exporter.telemetry.tracing import span_ids
 
-__all__ = ["RedactProcessor", "add_trace_context", "configure_logging"]
+__all__ = ["LibraryRateLimit", "RedactProcessor", "add_trace_context", "configure_logging"]
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
 
@@ -71,6 +73,36 @@ class _Sink:
         return self._stream.isatty()
 
 
+class LibraryRateLimit(logging.Filter):
+    """Let each library message template through once per ``period`` seconds.
+
+    During an outage aiokafka logs the same reconnect error about ten times a second; the
+    exporter's own events (``probe_completed``, ``task_failed``) already say what is wrong, so
+    the repeats are counted and the next line that passes carries ``suppressed=N``.
+    """
+
+    def __init__(self, period: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self._period = period
+        self._clock = clock
+        self._seen: dict[tuple[str, str], tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Return whether to emit ``record``; count it when it is a repeat."""
+        key = (record.name, str(record.msg))
+        now = self._clock()
+        last, suppressed = self._seen.get(key, (-math.inf, 0))
+        if now - last < self._period:
+            self._seen[key] = (last, suppressed + 1)
+            return False
+        if len(self._seen) > 1_000:  # templates are few; this only bounds pathological input
+            self._seen.clear()
+        self._seen[key] = (now, 0)
+        if suppressed:
+            record.suppressed = suppressed
+        return True
+
+
 def configure_logging(
     *,
     level: str = "info",
@@ -113,9 +145,11 @@ def configure_logging(
                 *shared[1:],
                 renderer,
             ],
-            foreign_pre_chain=[structlog.stdlib.add_logger_name],
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, structlog.stdlib.ExtraAdder()],
         )
     )
+    if numeric > logging.DEBUG:
+        handler.addFilter(LibraryRateLimit())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     # Library chatter (aiokafka reconnect spam) is kept at warning unless debugging.

@@ -21,7 +21,12 @@ from exporter.redaction import MASK, Redactor
 from exporter.scheduler import ProbeScheduler
 from exporter.state import ExporterState
 from exporter.supervisor import Heartbeat
-from exporter.telemetry.logs import RedactProcessor, add_trace_context, configure_logging
+from exporter.telemetry.logs import (
+    LibraryRateLimit,
+    RedactProcessor,
+    add_trace_context,
+    configure_logging,
+)
 from exporter.telemetry.tracing import configure_tracing, tracer_for
 
 CANARY = "Canary-pw-7731"
@@ -208,3 +213,24 @@ def test_a_broken_stream_never_makes_a_log_call_raise() -> None:
     configure_logging(level="info", fmt="json", stream=_BrokenPipe())
     structlog.get_logger("t").info("signal_received", signal="SIGTERM")
     logging.getLogger("aiokafka").error("still fine")
+
+
+def test_library_repeats_are_rate_limited_and_counted() -> None:
+    """A library template repeats at most once per period; the next line says how many hid."""
+    now = [0.0]
+    limit = LibraryRateLimit(period=60.0, clock=lambda: now[0])
+
+    def record(name: str, msg: str, *args: object) -> logging.LogRecord:
+        return logging.LogRecord(name, logging.ERROR, __file__, 1, msg, args, None)
+
+    first = record("aiokafka", "Unable connect to node with id %s: %s", 1, "refused")
+    assert limit.filter(first)
+    repeats = [
+        record("aiokafka", "Unable connect to node with id %s: %s", 1, f"e{i}") for i in range(9)
+    ]
+    assert not any(limit.filter(r) for r in repeats)
+    assert limit.filter(record("aiokafka.conn", "another message"))  # other templates pass
+    now[0] = 61.0
+    later = record("aiokafka", "Unable connect to node with id %s: %s", 1, "refused")
+    assert limit.filter(later)
+    assert later.suppressed == 9  # type: ignore[attr-defined]
