@@ -33,10 +33,12 @@ def _state(deployments: int = 10, checks: int = 20) -> ExporterState:
                 latency_seconds=0.002,
                 detail="",
                 checked_at=time.time(),
-                measurements=(Measurement("ingest_kafka_brokers", 3.0),),
+                # One sample per deployment: a repeat would be a duplicate series.
+                measurements=(Measurement("ingest_kafka_brokers", 3.0),) if first else (),
             )
             for connector in ("timescale", "redis", "kafka")
             for c in range(checks)
+            for first in [connector == "kafka" and c == 0]
         )
         state.record(ConnectivityReport(f"dep{d}", time.time(), 0.01, results, trace_id="ab" * 16))
     return state

@@ -34,14 +34,18 @@ local function now()
 end
 -- Drop members written longer than one TTL ago whose value key is gone (expired, deleted).
 -- Only those can be dead under a shared TTL, so a healthy index costs one range read.
+-- Returns how many of the checked old members are still alive.
 local function prune(index, prefix, horizon, limit)
-  local old = redis.call('ZRANGEBYSCORE', index, '-inf', string.format('%.6f', horizon),
-                         'LIMIT', 0, limit)
+  local old = redis.call('ZRANGEBYSCORE', index, '-inf', horizon, 'LIMIT', 0, limit)
+  local alive = 0
   for _, member in ipairs(old) do
     if redis.call('EXISTS', prefix .. member) == 0 then
       redis.call('ZREM', index, member)
+    else
+      alive = alive + 1
     end
   end
+  return alive
 end
 """
 
@@ -53,7 +57,7 @@ SET_SCRIPT = (
     + """
 local ttl, cap = tonumber(ARGV[2]), tonumber(ARGV[3])
 local clock = now()
-prune(KEYS[2], ARGV[5], clock - ttl, tonumber(ARGV[6]))
+prune(KEYS[2], ARGV[5], string.format('%.6f', clock - ttl), tonumber(ARGV[6]))
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 redis.call('ZADD', KEYS[2], string.format('%.6f', clock), ARGV[4])
 redis.call('HINCRBY', KEYS[3], 'sets', 1)
@@ -98,11 +102,16 @@ return 1
 """
 
 #: KEYS index, stats; ARGV value prefix, ttl, prune limit. Returns {live keys, HGETALL stats}.
+#: Live keys are the members written within one TTL plus the old ones found alive: old
+#: members beyond the prune limit are dead under a shared TTL, so a mass expiry is not
+#: reported as live keys until enough refreshes have pruned it.
 STATS_SCRIPT = (
     _COMMON
     + """
-prune(KEYS[1], ARGV[1], now() - tonumber(ARGV[2]), tonumber(ARGV[3]))
-return {redis.call('ZCARD', KEYS[1]), redis.call('HGETALL', KEYS[2])}
+local horizon = string.format('%.6f', now() - tonumber(ARGV[2]))
+local alive = prune(KEYS[1], ARGV[1], horizon, tonumber(ARGV[3]))
+local fresh = redis.call('ZCOUNT', KEYS[1], '(' .. horizon, '+inf')
+return {fresh + alive, redis.call('HGETALL', KEYS[2])}
 """
 )
 

@@ -324,6 +324,7 @@ class KafkaIngestBridge:
                 del self._pending[key]
         with self._lock:
             self._commits += 1
+        self._on_change()  # the commits counter changed: cached metrics must re-render
         return True
 
     async def _close(self, consumer: Any, *, commit: bool) -> None:

@@ -60,7 +60,7 @@ _Scripts = dict[str, "AsyncScript"]
 _UNAVAILABLE = (RedisError, OSError, ConnectorError)
 #: Old index members a write checks for an expired value; more would slow every write.
 _PRUNE_PER_SET = 32
-#: Old index members a refresh checks, so an idle namespace still reports a true key count.
+#: Old index members a refresh checks and drops when dead, so an idle index shrinks too.
 _PRUNE_PER_REFRESH = 1000
 _SCAN_COUNT = 500
 _COUNTERS = ("hits", "misses", "sets", "evictions", "corrupt")
@@ -192,8 +192,11 @@ class RedisCache:
         ok, _ = await self._attempt("set", lambda c, s: s["set"](keys=keys, args=args, client=c))
         return ok
 
-    async def invalidate(self, prefix: str) -> int:
+    async def invalidate(self, prefix: str, *, progress: Callable[[], None] | None = None) -> int:
         """Delete every cached key starting with ``prefix`` (SCAN, not KEYS); return the count.
+
+        ``progress`` is called after each SCAN round trip: SCAN walks the whole database, so a
+        large one takes many rounds (a supervised caller passes its heartbeat's ``beat``).
 
         Raises:
             ConnectorError: Redis failed part-way (retriable; logged once per outage).
@@ -209,6 +212,8 @@ class RedisCache:
             while True:
                 async with self._slots, asyncio.timeout(self._timeout):
                     cursor, found = await client.scan(cursor, match=pattern, count=_SCAN_COUNT)
+                if progress is not None:
+                    progress()
                 if found:
                     members = [
                         k[skip:] if isinstance(k, bytes) else k[len(self._prefix) :] for k in found
@@ -228,15 +233,16 @@ class RedisCache:
         _log.info("cache_invalidated", namespace=self.namespace, prefix=prefix, keys=deleted)
         return deleted
 
-    async def invalidate_configured(self) -> int:
+    async def invalidate_configured(self, *, progress: Callable[[], None] | None = None) -> int:
         """Invalidate the configured prefixes; :meth:`run` does it until it succeeds once.
 
         Never raises: a failure is logged once per outage and retried by :meth:`run`.
+        ``progress`` is passed on to :meth:`invalidate`.
         """
         total = 0
         for prefix in self._settings.invalidate_prefixes:
             try:
-                total += await self.invalidate(prefix)
+                total += await self.invalidate(prefix, progress=progress)
             except ConnectorError:
                 return total
         self._pending_invalidation = False
@@ -298,7 +304,8 @@ class RedisCache:
         """
         while True:
             if self._pending_invalidation:
-                await self.invalidate_configured()
+                # Beat per SCAN round: a long sweep is progress, not a hang to be restarted.
+                await self.invalidate_configured(progress=heartbeat.beat)
             try:
                 await self.refresh()
             except ConnectorError as exc:

@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import logging
+import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from exporter import __version__
-from exporter.config import IngestSettings, build_institutional_ingest_config
+from exporter.config import DeploymentSettings, IngestSettings, build_institutional_ingest_config
 from exporter.errors import ConfigError, ExporterError
 
 __all__ = [
     "EXIT_CONFIG",
     "EXIT_FAILURE",
+    "EXIT_INTERRUPTED",
     "EXIT_LISTEN",
     "EXIT_OK",
     "main",
@@ -29,6 +35,14 @@ EXIT_FAILURE = 1
 EXIT_CONFIG = 2
 #: The HTTP listener could not bind its address.
 EXIT_LISTEN = 3
+#: Interrupted: a second SIGINT while ``run`` stops, or Ctrl-C during another command.
+EXIT_INTERRUPTED = 130
+
+#: How long the process may take to end once a command is done. What follows it is not
+#: bounded by itself: ``asyncio.run`` waits for every cancelled task (one that swallows the
+#: cancellation never ends) and interpreter exit joins every worker thread (a synchronous
+#: probe stuck past its timeout cannot be interrupted).
+_EXIT_GRACE = 1.0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -78,6 +92,28 @@ def _fail(code: int, message: str) -> NoReturn:
     sys.exit(code)
 
 
+def _exit_soon(code: int) -> None:
+    """Make sure the process ends with ``code`` at the latest :data:`_EXIT_GRACE` from now.
+
+    Only for a command that ran probes (``run``, ``probe``), once its work is done.
+    """
+    # Ending already: a Ctrl-C now means "at once", not a KeyboardInterrupt traceback.
+    signal.signal(signal.SIGINT, lambda *_: _exit_now(EXIT_INTERRUPTED))
+    timer = threading.Timer(_EXIT_GRACE, _exit_now, args=(code,))
+    timer.daemon = True  # never what keeps the process alive
+    timer.start()
+
+
+def _exit_now(code: int) -> NoReturn:
+    """End the process at once, skipping cleanup that could hang; output is flushed first."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        # Closed or broken: nothing more can be said there.
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
+
+
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Run the command line and exit with one of the documented codes."""
     parser = _parser()
@@ -92,7 +128,9 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
 
         _fail(EXIT_LISTEN if isinstance(exc, ListenError) else EXIT_FAILURE, str(exc))
     except KeyboardInterrupt:
-        sys.exit(EXIT_OK)
+        # `run` handles SIGINT itself; this one came before its handler was installed or
+        # after its stop finished, so it stopped. Any other command was cut short.
+        sys.exit(EXIT_OK if args.command == "run" else EXIT_INTERRUPTED)
     sys.exit(code)
 
 
@@ -107,10 +145,12 @@ def _dispatch(args: argparse.Namespace, settings: IngestSettings) -> int:
         print(f"configuration ok: deployments {names}; {len(settings.dimensions)} dimension(s)")
         return EXIT_OK
     if args.command == "manifest":
-        return _manifest(settings, args.deployment)
+        return _manifest(settings, _chosen(settings, args.deployment))
     _configure_logs(settings)
     if args.command == "probe":
-        return asyncio.run(_probe(settings, args.deployment, args.format))
+        code = asyncio.run(_probe(settings, _chosen(settings, args.deployment), args.format))
+        _exit_soon(code)  # the report is out: a probe thread still stuck must not hold the exit
+        return code
     return _run(settings)
 
 
@@ -131,34 +171,34 @@ def _configure_logs(settings: IngestSettings) -> None:
     )
 
 
-def _manifest(settings: IngestSettings, deployment: str | None) -> int:
-    from exporter.manifest import build_manifest
-
+def _chosen(settings: IngestSettings, deployment: str | None) -> list[DeploymentSettings]:
+    """Return the deployment named by ``--deployment``, or every one when it is not given."""
     chosen = [d for d in settings.deployments if deployment in (None, d.name)]
     if not chosen:
-        raise ConfigError("--deployment", f"a configured deployment, got {deployment!r}")
+        names = ", ".join(d.name for d in settings.deployments)
+        raise ConfigError("--deployment", f"expected one of {names}, got {deployment!r}")
+    return chosen
+
+
+def _manifest(settings: IngestSettings, chosen: list[DeploymentSettings]) -> int:
+    from exporter.manifest import build_manifest, failover_metadata
+
     manifests = [build_manifest(settings, d).model_dump(mode="json") for d in chosen]
-    out = {"deployments": manifests, "failover": _failover(settings)}
+    out = {"deployments": manifests, "failover": failover_metadata(settings)}
     print(json.dumps(out, indent=2))
     return EXIT_OK
 
 
-def _failover(settings: IngestSettings) -> dict[str, Any] | None:
-    drill = settings.failover_drill
-    return drill.model_dump(mode="json") if drill.enabled else None
-
-
-async def _probe(settings: IngestSettings, deployment: str | None, fmt: str | None) -> int:
+async def _probe(
+    settings: IngestSettings, chosen: list[DeploymentSettings], fmt: str | None
+) -> int:
     from exporter.probes.report import render_table
     from exporter.provisioner import InstitutionalIngestProvisioner
 
     provisioner = InstitutionalIngestProvisioner(settings)
-    chosen = [d.name for d in settings.deployments if deployment in (None, d.name)]
-    if not chosen:
-        raise ConfigError("--deployment", f"a configured deployment, got {deployment!r}")
     reports = []
-    for name in chosen:
-        services = provisioner.provision(deployment=name)
+    for deployment in chosen:
+        services = provisioner.provision(deployment=deployment.name)
         await services.start(supervise=False)
         try:
             reports.append(await services.connectivity_report())
@@ -178,7 +218,9 @@ def _run(settings: IngestSettings) -> int:
 
     async def serve() -> None:
         daemon = Daemon(settings, redactor=Redactor(settings.secret_values()))
-        await daemon.run()
+        await daemon.run(force_exit=lambda: _exit_now(EXIT_INTERRUPTED))
+        # The stop is bounded; asyncio.run's clean-up of what it left behind is not.
+        _exit_soon(EXIT_OK)
 
     asyncio.run(serve())
     return EXIT_OK

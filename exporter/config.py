@@ -37,6 +37,7 @@ from exporter._settings import (
     WebSettings,
 )
 from exporter.errors import ConfigError
+from exporter.redaction import redact_text
 
 __all__ = [
     "CACHE_PRESETS",
@@ -221,7 +222,8 @@ def _parse_pairs(name: str, value: str, sep: str) -> dict[str, str]:
             continue
         key, found, target = item.partition(sep)
         if not found or not key.strip() or not target.strip():
-            raise ConfigError(name, f"expected comma-separated key{sep}value pairs, got {item!r}")
+            got = f", got {item!r}" if _echoable(item) else ""
+            raise ConfigError(name, f"expected comma-separated key{sep}value pairs{got}")
         pairs[key.strip()] = target.strip()
     return pairs
 
@@ -264,6 +266,10 @@ def _config_error(exc: ValidationError, origin: Mapping[str, str]) -> ConfigErro
         # Cross-reference checks run on the whole tree and name their path in the message.
         path, _, message = message.partition(": ")
         loc = path.split(".")
+    hidden_key = error["type"] == "extra_forbidden" and not _echoable(loc[-1])
+    if hidden_key:
+        # A URL pasted as a key: name the mapping that holds it, never the key itself.
+        loc = loc[:-1]
     dotted = ".".join(loc)
     candidates = [dotted]
     if loc[:1] == ["deployments"] and len(loc) > 2:
@@ -277,6 +283,9 @@ def _config_error(exc: ValidationError, origin: Mapping[str, str]) -> ConfigErro
         while parts and key is None:
             key = origin.get(".".join(parts))
             parts.pop()
+    if hidden_key:
+        hidden = "unknown key (not shown: it may hold a credential)"
+        return ConfigError(key or dotted or "configuration", hidden)
     if error["type"] == "extra_forbidden":
         return ConfigError(key or dotted, f"unknown key {loc[-1]!r}")
     if error["type"] == "missing":
@@ -286,8 +295,18 @@ def _config_error(exc: ValidationError, origin: Mapping[str, str]) -> ConfigErro
     # Echo the offending value only where it cannot be a credential.
     if isinstance(got, str | int | float) and not _SECRET_LEAF.search(loc[-1]) and error["loc"]:
         shown = str(got)
-        expected += f", got {shown[:40]!r}" if len(shown) <= 40 else ""
+        expected += f", got {shown!r}" if len(shown) <= 40 and _echoable(shown) else ""
     return ConfigError(key or dotted, expected)
+
+
+def _echoable(text: str) -> bool:
+    """Tell whether operator input may be quoted in an error message.
+
+    Not when it holds an ``@`` (user-info: ``u:pw@host``, even without a scheme) or
+    anything the redactor would mask (a URL's password, ``password=...``): a value put
+    where a mapping or a ``host:port`` was expected is often a whole connection URL.
+    """
+    return "@" not in text and redact_text(text) == text
 
 
 _SECRET_LEAF = re.compile(r"url|pass|secret|token|key", re.IGNORECASE)

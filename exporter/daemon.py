@@ -31,8 +31,11 @@ __all__ = ["Daemon", "ListenError"]
 
 _log = structlog.get_logger(__name__)
 
-#: Upper bound on a graceful stop; past it the process exits anyway.
+#: Upper bound on a graceful stop (listener, jobs, connectors, span export).
 SHUTDOWN_TIMEOUT = 10.0
+#: Share of the stop budget for the listener: in-flight requests get this long to finish,
+#: then they are cancelled (an on-demand probe must not outlive the connectors it uses).
+_WEB_SHARE = 0.25
 
 
 class ListenError(ExporterError):
@@ -101,7 +104,13 @@ class Daemon:
             max_body=self.settings.web.max_request_body_bytes,
             web_config=self.web_config,
         )
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(
+            app,
+            access_log=None,
+            handle_signals=False,
+            # Below the stop's share for the listener, so the cleanup hooks still run.
+            shutdown_timeout=SHUTDOWN_TIMEOUT * _WEB_SHARE * 0.8,
+        )
         await self._runner.setup()
         web_settings = self.settings.web
         site = web.TCPSite(
@@ -114,7 +123,8 @@ class Daemon:
         try:
             await site.start()
         except OSError as exc:
-            await self._runner.cleanup()
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
             raise ListenError(web_settings.listen_address, exc.strerror or str(exc)) from None
         server = site._server  # aiohttp exposes the bound socket only here
         sockets = getattr(server, "sockets", None) or ()
@@ -131,17 +141,28 @@ class Daemon:
         )
 
     async def stop(self, timeout: float = SHUTDOWN_TIMEOUT) -> None:
-        """Stop tasks, services and the listener, all within ``timeout``."""
+        """Stop the listener, tasks and services, all within ``timeout``.
+
+        The listener goes first: a request served after the connectors closed (an on-demand
+        ``/probe``) would open new clients that nothing closes any more.
+        """
         t0 = time.monotonic()
         deadline = t0 + timeout
-        clean = await self.supervisor.cancel_all(timeout=timeout / 2)
-        for services in self.services:
-            await services.stop(max(0.1, deadline - time.monotonic()))
         if self._runner is not None:
+            runner, self._runner = self._runner, None
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(0.1, deadline - time.monotonic())):
-                    await self._runner.cleanup()
-            self._runner = None
+                async with asyncio.timeout(max(0.1, timeout * _WEB_SHARE)):
+                    await runner.cleanup()
+        clean = await self.supervisor.cancel_all(timeout=max(0.1, deadline - time.monotonic()) / 2)
+        # Concurrently, each with the whole remaining budget; one failing stop skips no other.
+        remaining = max(0.1, deadline - time.monotonic())
+        stops = await asyncio.gather(
+            *(services.stop(remaining) for services in self.services), return_exceptions=True
+        )
+        for services, outcome in zip(self.services, stops, strict=True):
+            if isinstance(outcome, Exception):
+                error_type = type(outcome).__name__
+                _log.error("services_stop_failed", deployment=services.name, error_type=error_type)
         # Last, so the spans of the final (cancelled) cycle are flushed too.
         provider, self.tracer_provider = self.tracer_provider, None
         await shutdown_tracing(provider, timeout=max(0.1, deadline - time.monotonic()))
@@ -151,11 +172,20 @@ class Daemon:
             tasks_clean=clean,
         )
 
-    async def run(self, *, install_signals: bool = True) -> None:
-        """Start, serve until SIGTERM/SIGINT (or ``stop_event``), then stop gracefully."""
+    async def run(
+        self, *, install_signals: bool = True, force_exit: Callable[[], object] | None = None
+    ) -> None:
+        """Start, serve until SIGTERM/SIGINT (or ``stop_event``), then stop gracefully.
+
+        Args:
+            install_signals: Route SIGTERM and SIGINT to :attr:`stop_event`.
+            force_exit: Called on a second SIGINT while the stop runs; it must end the
+                process at once (the CLI exits with 130). Without it a second SIGINT is
+                only logged: an embedding program decides how it exits.
+        """
         loop = asyncio.get_running_loop()
         if install_signals:
-            self._install_signals(loop)
+            self._install_signals(loop, force_exit)
         try:
             await self.start()
             await self.stop_event.wait()
@@ -166,18 +196,19 @@ class Daemon:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
 
-    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
-        def on_signal(sig: signal.Signals, force: Callable[[], None]) -> None:
-            if self.stop_event.is_set() and sig is signal.SIGINT:
-                force()
+    def _install_signals(
+        self, loop: asyncio.AbstractEventLoop, force_exit: Callable[[], object] | None
+    ) -> None:
+        def on_signal(sig: signal.Signals) -> None:
+            repeated = self.stop_event.is_set()
             # State first: logging may fail (a closed stderr) and must not lose the stop.
             self.stop_event.set()
+            if repeated and sig is signal.SIGINT and force_exit is not None:
+                # A second Ctrl-C means "now": skip the graceful path. Raising here instead
+                # would unwind through asyncio.run, which waits for every task to end.
+                _log.warning("exporter_forced_exit")
+                force_exit()
             _log.info("signal_received", signal=sig.name)
 
-        def force_exit() -> None:
-            # A second Ctrl-C means "now": skip the graceful path.
-            _log.warning("exporter_forced_exit")
-            raise SystemExit(130)
-
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, on_signal, sig, force_exit)
+            loop.add_signal_handler(sig, on_signal, sig)

@@ -17,7 +17,14 @@ from exporter.config import DeploymentSettings, IngestSettings
 from exporter.redaction import MASK, redact_bootstrap_servers, redact_url
 from exporter.state import ConnectorInfo
 
-__all__ = ["ConnectorManifest", "ManifestEntry", "build_manifest", "connector_infos"]
+__all__ = [
+    "ConnectorManifest",
+    "ManifestEntry",
+    "SupervisionView",
+    "build_manifest",
+    "connector_infos",
+    "failover_metadata",
+]
 
 
 class _Out(BaseModel):
@@ -131,6 +138,15 @@ def connector_infos(settings: IngestSettings) -> tuple[ConnectorInfo, ...]:
     )
 
 
+def failover_metadata(settings: IngestSettings) -> dict[str, Any] | None:
+    """Return the failover-drill settings as JSON data, or ``None`` when drills are off.
+
+    Every field of the drill settings is a name, a flag or a number: none can be a secret.
+    """
+    drill = settings.failover_drill
+    return drill.model_dump(mode="json") if drill.enabled else None
+
+
 def build_manifest(
     settings: IngestSettings,
     deployment: DeploymentSettings,
@@ -168,7 +184,7 @@ def build_manifest(
                 name=name,
                 kind=name,
                 configured=True,
-                supervised=bool(views) and all(v.state not in ("failed",) for v in views),
+                supervised=bool(views) and all(v.state != "failed" for v in views),
                 endpoint=endpoint,
                 metadata=meta,
                 supervision=views,

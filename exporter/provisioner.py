@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -15,8 +16,9 @@ from exporter.bridge import KafkaIngestBridge
 from exporter.cache import RedisCache
 from exporter.config import DeploymentSettings, IngestSettings
 from exporter.connectors import KafkaConnector, RedisConnector, TimescaleConnector
+from exporter.errors import ExporterError
 from exporter.events import CallbackBus, EventBus, IngestEvent
-from exporter.manifest import SupervisionView, build_manifest
+from exporter.manifest import SupervisionView, build_manifest, failover_metadata
 from exporter.probes.base import ConnectivityReport, Probe
 from exporter.probes.kafka import KafkaProbe
 from exporter.probes.operator import load_operator_probes
@@ -116,8 +118,8 @@ class InstitutionalIngestServices:
             self.publisher = ManifestPublisher.for_services(self)
         self._extra_probes = list(probes)
         self._jobs = self._plan_jobs(ingest)
-        self._sources_added = False
         self._started = False
+        self._stopped = False
         self._lock = asyncio.Lock()
 
     @property
@@ -202,20 +204,25 @@ class InstitutionalIngestServices:
 
         Idempotent. Nothing here needs a service to answer: a dependency that is down at
         start shows up as a failing probe and a job in backoff, never as a start failure.
+
+        Raises:
+            ExporterError: the bundle was stopped; like an aiokafka client it is not
+                restarted (its probe threads are released): provision a new one.
         """
         async with self._lock:
+            if self._stopped:
+                raise ExporterError(f"services of {self.name!r} were stopped; provision anew")
             if self._started:
                 return
+            # Set first: if a connector fails to start, stop() still closes the others.
+            self._started = True
             for connector in (self.timescale, self.redis, self.kafka):
                 await connector.start()
-            self._started = True
             if not supervise:
                 return
-            if not self._sources_added:
-                for source in (self.cache, self.bridge, self.publisher):
-                    if source is not None:
-                        self.state.add_source(source)
-                self._sources_added = True
+            for source in (self.cache, self.bridge, self.publisher):
+                if source is not None:
+                    self.state.add_source(source)
             for job in self._jobs:
                 self.supervisor.create(
                     job.factory, name=job.name, restart=job.restart, hang_timeout=job.hang_timeout
@@ -230,12 +237,15 @@ class InstitutionalIngestServices:
         async with self._lock:
             if not self._started:
                 return
-            self._started = False
+            self._started, self._stopped = False, True
             deadline = time.monotonic() + timeout
             names = [job.name for job in self._jobs]
             # Half the budget for the jobs: the bridge's final commit happens in there.
             clean = await self.supervisor.cancel(*names, timeout=timeout / 2)
-            await self._kafka_probe.aclose()
+            # Bounded too: closing may wait for clients abandoned while bootstrapping.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.1, deadline - time.monotonic())):
+                    await self._kafka_probe.aclose()
             for connector in (self.kafka, self.redis, self.timescale):
                 await connector.stop(max(0.1, deadline - time.monotonic()))
             self.runner.close()
@@ -281,8 +291,7 @@ class InstitutionalIngestServices:
 
     def failover_metadata(self) -> dict[str, Any] | None:
         """Return the failover-drill settings as JSON data, or ``None`` when drills are off."""
-        drill = self.settings.failover_drill
-        return drill.model_dump(mode="json") if drill.enabled else None
+        return failover_metadata(self.settings)
 
 
 class InstitutionalIngestProvisioner:

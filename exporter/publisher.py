@@ -18,6 +18,7 @@ start it at all.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import UTC, datetime
@@ -233,7 +234,11 @@ class ManifestPublisher:
             if isinstance(exc, ExporterError) or stage in _LOCAL_STAGES:
                 raise  # ours, or a bug in building the document: the type says what happened
             if stage == "ensure_topic":
-                await self.kafka.reset()  # the admin client may hold a dead broker's metadata
+                # The admin client may hold a dead broker's metadata. Dropping it waits for the
+                # connector's lock, which a probe's bootstrap may hold: bound it like any call.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.deadline):
+                        await self.kafka.reset()
             reason = classify(exc).value
             raise ConnectorError(self.kafka.name, reason, f"manifest {stage} failed") from exc
         finally:

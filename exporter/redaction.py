@@ -151,9 +151,10 @@ def redact_url(url: str, *, mask_hosts: bool = False) -> str:
     if at >= 0:
         user, colon, _password = rest[:at].partition(":")
         if _BAD_USER_RE.search(user):
-            out.append(MASK)
-        else:
-            out.append(f"{user}:{MASK}" if colon else user)
+            # No real user name holds these: the '@' sits in a path or query value (such as
+            # "?password=x@y"), so what follows it may be a secret's tail, not a host.
+            return prefix + MASK
+        out.append(f"{user}:{MASK}" if colon else user)
         out.append("@")
     out.append(_mask_host_list(hosts.group()) if mask_hosts else hosts.group())
     # The fragment is dropped: it never matters to a client and may be a password's tail.

@@ -84,7 +84,6 @@ class ExporterState:
         self.durations: dict[tuple[str, str], DurationHistogram] = {}
         self.connectors: tuple[ConnectorInfo, ...] = ()
         self.failover: Mapping[str, Any] | None = None
-        self.extra: dict[str, Any] = {}
         self.sources: list[MetricSource] = []
         self._listeners: list[Callable[[], None]] = []
         self._lock = threading.Lock()

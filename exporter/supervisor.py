@@ -216,7 +216,9 @@ class TaskSupervisor:
             else:
                 streak = entry.info.consecutive_failures
                 # A run that stayed up for reset_after was healthy: this failure starts a streak.
-                streak = (0 if loop.time() - started >= policy.reset_after else streak) + 1
+                # A hung run was healthy only until its last beat, not for the silence after it.
+                ended = heartbeat.last_beat if error[0] == _HUNG else loop.time()
+                streak = (0 if ended - started >= policy.reset_after else streak) + 1
                 info = _with_error(entry.info, streak, error)
                 delay = policy.delay(streak, self._rng)
                 if policy.max_restarts is not None and streak > policy.max_restarts:
@@ -263,7 +265,9 @@ class TaskSupervisor:
                 timeout, beat = entry.info.hang_timeout, entry.heartbeat
                 if timeout is None or beat is None or entry.hung_for is not None:
                     continue
-                if entry.info.state is not TaskState.RUNNING:
+                # A run being stopped is silent while it cleans up; a second cancel would cut
+                # that cleanup short (a final offset commit, a producer's flush).
+                if entry.cancel_requested or entry.info.state is not TaskState.RUNNING:
                     continue
                 deadline = beat.last_beat + timeout
                 if deadline - now <= _DEADLINE_SLACK:

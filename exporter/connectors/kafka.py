@@ -8,9 +8,11 @@ import ssl
 from typing import Any, ClassVar
 
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.conn import create_conn
 
 from exporter.config import KafkaSettings
-from exporter.connectors.base import Connector
+from exporter.connectors.base import Connector, ConnectorState
+from exporter.errors import ConnectorError
 
 __all__ = ["KafkaConnector"]
 
@@ -61,6 +63,10 @@ class KafkaConnector(Connector):
         async with self._admin_lock:
             if self._admin is not None:
                 return self._admin
+            if self.state is ConnectorState.STOPPED:
+                # A late caller (a /probe request racing shutdown) must not open a client
+                # that nothing would close.
+                raise ConnectorError(self.name, "error", "connector stopped")
             options = self.client_options()
             options.pop("retry_backoff_ms")
             admin = AIOKafkaAdminClient(**options)
@@ -71,6 +77,41 @@ class KafkaConnector(Connector):
                 raise
             self._admin = admin
             return admin
+
+    async def diagnose(self) -> Exception | None:
+        """Connect to the first bootstrap broker as the clients do; return what fails.
+
+        aiokafka reports every bootstrap failure as one ``Unable to bootstrap`` error and
+        only logs the cause. One direct connection (TCP, TLS, API versions, SASL) raises
+        the cause itself, for the caller to classify; ``None`` means the broker answered.
+        The caller bounds the time (the attempt gives up after the request timeout).
+        """
+        options = self.client_options()
+        host, _, port = self.settings.bootstrap_servers[0].rpartition(":")
+        try:
+            connection = await create_conn(
+                host.strip("[]"),
+                int(port),
+                client_id=options["client_id"],
+                request_timeout_ms=options["request_timeout_ms"],
+                ssl_context=options.get("ssl_context"),
+                security_protocol=options["security_protocol"],
+                sasl_mechanism=options.get("sasl_mechanism"),
+                sasl_plain_username=options.get("sasl_plain_username"),
+                sasl_plain_password=options.get("sasl_plain_password"),
+            )
+        except ConnectionResetError as exc:
+            if "ssl_context" not in options:
+                return exc
+            # TCP connected (a refusal is another error), then the peer dropped the
+            # handshake: what a plaintext listener does with a TLS ClientHello.
+            error = ConnectorError(self.name, "tls", "connection reset during the TLS handshake")
+            error.__cause__ = exc
+            return error
+        except Exception as exc:  # noqa: BLE001 - the failure is the answer
+            return exc
+        connection.close()
+        return None
 
     async def reset(self) -> None:
         """Drop the admin client so the next use bootstraps again."""

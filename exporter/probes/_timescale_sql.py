@@ -326,10 +326,10 @@ class Session:
     async def guarded(
         self, names: Sequence[str], step: Callable[[], Awaitable[list[Check]]]
     ) -> list[Check]:
-        """Run ``step``; a failed statement degrades ``names``, a lost connection re-raises."""
+        """Run ``step``; a failed statement leaves ``names`` unknown; a lost connection raises."""
         try:
             return await step()
         except ConnectionLost:
             raise
         except Exception as exc:  # noqa: BLE001 - a failed statement is this check's data
-            return [Check(name, Status.DEGRADED, classify(exc), brief(exc)) for name in names]
+            return [Check(name, Status.UNKNOWN, classify(exc), brief(exc)) for name in names]

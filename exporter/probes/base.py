@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -103,7 +103,7 @@ class ProbeResult:
         }
 
 
-ProbeOutput = Check | Iterable[Check] | bool | None
+ProbeOutput = Check | list[Check] | tuple[Check, ...] | bool | None
 
 
 @runtime_checkable

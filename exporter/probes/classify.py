@@ -19,7 +19,12 @@ _BY_CLASS_NAME: dict[str, Reason] = {
     "InvalidAuthorizationSpecificationError": Reason.AUTH,
     "AuthenticationError": Reason.AUTH,
     "AuthenticationWrongNumberOfArgsError": Reason.AUTH,
-    "SaslAuthenticationFailedError": Reason.AUTH,
+    "SaslAuthenticationFailed": Reason.AUTH,
+    "AuthenticationFailedError": Reason.AUTH,
+    "AuthenticationMethodNotSupported": Reason.AUTH,
+    # A SASL handshake the listener does not expect (SASL client, plaintext listener).
+    "IllegalSaslStateError": Reason.AUTH,
+    "UnsupportedSaslMechanismError": Reason.AUTH,
     "InsufficientPrivilegeError": Reason.PERMISSION,
     "NoPermissionError": Reason.PERMISSION,
     "TopicAuthorizationFailedError": Reason.PERMISSION,
@@ -28,24 +33,41 @@ _BY_CLASS_NAME: dict[str, Reason] = {
     "UndefinedTableError": Reason.MISSING,
     "InvalidCatalogNameError": Reason.MISSING,
     "UnknownTopicOrPartitionError": Reason.MISSING,
+    # PostgreSQL 53xxx: too many connections, disk full, out of memory.
+    "InsufficientResourcesError": Reason.CAPACITY,
+    "MaxConnectionsError": Reason.CAPACITY,
+    # The server closed the connection or turns clients away (08xxx, 57P01-57P03: shutting
+    # down, starting up, crashed): the same family as a reset connection.
+    "PostgresConnectionError": Reason.REFUSED,
+    "CannotConnectNowError": Reason.REFUSED,
+    "AdminShutdownError": Reason.REFUSED,
+    "CrashShutdownError": Reason.REFUSED,
+    "BusyLoadingError": Reason.REFUSED,
     "QueryCanceledError": Reason.TIMEOUT,
     "KafkaTimeoutError": Reason.TIMEOUT,
     "RequestTimedOutError": Reason.TIMEOUT,
     "TimeoutError": Reason.TIMEOUT,
     "ProtocolError": Reason.PROTOCOL,
-    "InterfaceError": Reason.PROTOCOL,
     "UnsupportedVersionError": Reason.PROTOCOL,
-    "InvalidResponseError": Reason.PROTOCOL,
-    "CorrelationIdError": Reason.PROTOCOL,
+    "InvalidResponse": Reason.PROTOCOL,
+    "KafkaProtocolError": Reason.PROTOCOL,
 }
 
 _REFUSED_ERRNOS = {errno.ECONNREFUSED, errno.ECONNRESET, errno.EHOSTUNREACH, errno.ENETUNREACH}
+# A peer that drops the connection is the ECONNRESET family even without an errno (asyncio
+# raises a bare ConnectionResetError when a TLS handshake is cut off).
+_REFUSED_TYPES = (ConnectionRefusedError, ConnectionResetError, ConnectionAbortedError)
 _TEXT_HINTS: tuple[tuple[str, Reason], ...] = (
     ("connection refused", Reason.REFUSED),
     ("connect call failed", Reason.REFUSED),
     # A server that dies under an open connection: same family as ECONNRESET.
     ("connection closed by server", Reason.REFUSED),
     ("connection reset", Reason.REFUSED),
+    # asyncpg's InterfaceError for a connection the server closed under it; aiokafka's
+    # KafkaConnectionError "Connection at host:port closed".
+    ("connection is closed", Reason.REFUSED),
+    ("connection was closed", Reason.REFUSED),
+    ("connection at", Reason.REFUSED),
     ("name or service not known", Reason.DNS),
     ("temporary failure in name resolution", Reason.DNS),
     ("nodename nor servname", Reason.DNS),
@@ -84,7 +106,7 @@ def classify(exc: BaseException) -> Reason:
             return Reason.DNS
         if isinstance(item, ssl.SSLError | ssl.CertificateError):
             return Reason.TLS
-        if isinstance(item, ConnectionRefusedError):
+        if isinstance(item, _REFUSED_TYPES):
             return Reason.REFUSED
         if isinstance(item, OSError) and item.errno in _REFUSED_ERRNOS:
             return Reason.REFUSED

@@ -24,7 +24,6 @@ runs hold the same connections as one.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import functools
 import time
@@ -186,15 +185,17 @@ class KafkaProbe:
 
     async def __call__(self) -> list[Check]:
         """Run the checks; runs never overlap (they share one consumer)."""
+        # The deadline counts from the call, like the runner's timeout: a run that waited
+        # for the lock (the loop's run and a /probe request at once) has only what is left.
+        budget = self.timeout or self._kafka.timeout
+        deadline = asyncio.get_running_loop().time() + budget * DEADLINE_SHARE
         async with self._lock:
-            budget = self.timeout or self._kafka.timeout
-            deadline = asyncio.get_running_loop().time() + budget * DEADLINE_SHARE
-            checks = [await self._metadata()]
+            checks = [await self._metadata(deadline)]
             if self.topics or self.canary_topic:
                 checks += await self._topic_checks(deadline)
             return checks
 
-    async def _metadata(self) -> Check:
+    async def _metadata(self, deadline: float) -> Check:
         """Describe the cluster; raise (classified by the runner) when it cannot be reached."""
         t0 = time.perf_counter()
         try:
@@ -202,7 +203,7 @@ class KafkaProbe:
             cluster = await admin.describe_cluster()
         except Exception as exc:
             await self._drop_clients()
-            raise await self._diagnose(exc) from exc
+            raise await self._diagnose(exc, deadline) from exc
         except BaseException:
             self._drop_clients_in_background()
             raise
@@ -297,8 +298,9 @@ class KafkaProbe:
             raise
 
     async def _admin(self) -> Any:
-        # Shielded for the reason ProbeClients._start gives: a bootstrap cut off by the
-        # probe's timeout finishes in the background and is reused by the next run.
+        # Shielded for the reason ProbeClients._start gives (a cancelled bootstrap leaks its
+        # connection): one cut off by the probe's timeout finishes in the background, and
+        # the reset that the cancelled run queued behind it then closes it.
         return await asyncio.shield(self._kafka.admin())
 
     async def _drop_clients(self) -> None:
@@ -310,18 +312,17 @@ class KafkaProbe:
         own = self._clients.discard()
         return closing if own is None else [*closing, own]
 
-    async def _diagnose(self, exc: Exception) -> Exception:
-        """Say why bootstrap failed: aiokafka reports every cause as one connection error."""
-        reason = classify(exc)
-        if reason.value not in ("error", "protocol"):
+    async def _diagnose(self, exc: Exception, deadline: float) -> Exception:
+        """Say why the cluster is unreachable: aiokafka reports most causes as one error."""
+        if classify(exc) not in (Reason.ERROR, Reason.PROTOCOL):
             return exc
-        host, _, port = self._kafka.settings.bootstrap_servers[0].rpartition(":")
         try:
-            async with asyncio.timeout(self._kafka.timeout):
-                _, writer = await asyncio.open_connection(host.strip("[]"), int(port))
-        except Exception as probe_exc:  # noqa: BLE001 - the TCP attempt is the diagnosis
-            return ProbeError(classify(probe_exc).value, "cannot open a TCP connection to broker")
-        writer.close()
-        with contextlib.suppress(Exception):
-            await writer.wait_closed()
-        return exc
+            async with asyncio.timeout_at(deadline):
+                cause = await self._kafka.diagnose()
+        except TimeoutError:
+            return ProbeError(Reason.TIMEOUT.value, "no answer from the bootstrap broker in time")
+        reason = Reason.ERROR if cause is None else classify(cause)
+        if reason is Reason.ERROR:
+            return exc
+        # Only the type: the cause's text may name hosts and users (the runner redacts too).
+        return ProbeError(reason.value, f"bootstrap broker: {type(cause).__name__}")

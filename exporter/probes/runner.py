@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import inspect
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +19,7 @@ from exporter.probes.base import (
     Check,
     ConnectivityReport,
     FunctionProbe,
+    Measurement,
     Probe,
     ProbeResult,
     Reason,
@@ -143,11 +146,12 @@ class ProbeRunner:
 
     async def _in_thread(self, key: tuple[str, str], probe: Probe) -> Any:
         if key in self._busy:
-            raise TimeoutError
+            raise TimeoutError("previous run has not returned yet")
         self._busy.add(key)
         # The thread's own future: done when the function really returns, not when the
         # awaiting coroutine gives up (the asyncio wrapper is cancelled at the timeout).
-        work = self._executor.submit(probe)
+        # The copied context keeps the probe's span current in the thread (and log context).
+        work = self._executor.submit(contextvars.copy_context().run, probe)
         work.add_done_callback(lambda _: self._busy.discard(key))
         output = await asyncio.wrap_future(work)
         if inspect.isawaitable(output):
@@ -182,6 +186,14 @@ class ProbeRunner:
         else:
             kind = type(output).__name__
             return [self._failure(probe, Reason.PROTOCOL, f"probe returned a {kind}", t0)]
+        try:
+            # Operator code may build a Check from plain strings: its status and reason
+            # become label values and are read as enums downstream, so they are checked here.
+            checks = [_validated(check) for check in checks]
+        except (AttributeError, TypeError, ValueError) as exc:
+            # The message may quote the operator's value: name the error type only.
+            detail = f"probe returned an invalid check ({type(exc).__name__})"
+            return [self._failure(probe, Reason.PROTOCOL, detail, t0)]
         stamp = time.time()
         return [
             ProbeResult(
@@ -196,6 +208,27 @@ class ProbeRunner:
             )
             for check in checks
         ]
+
+
+def _validated(check: Check) -> Check:
+    """Return ``check`` with enum status/reason and numeric values; raise when it has none."""
+    if not isinstance(check.name, str) or not check.name:
+        raise TypeError("check name must be a non-empty string")
+    measurements = tuple(
+        Measurement(m.name, float(m.value), tuple((str(k), str(v)) for k, v in m.labels))
+        for m in check.measurements
+    )
+    latency = None if check.latency_seconds is None else float(check.latency_seconds)
+    if latency is not None and not (math.isfinite(latency) and latency >= 0):
+        raise ValueError(f"latency {latency!r} is not a duration")
+    return dataclasses.replace(
+        check,
+        status=Status(check.status),
+        reason=None if check.reason is None else Reason(check.reason),
+        detail=str(check.detail),
+        measurements=measurements,
+        latency_seconds=latency,
+    )
 
 
 def _annotate(span: trace.Span, results: Sequence[ProbeResult]) -> None:

@@ -4,7 +4,7 @@ One probe run takes one pooled connection and runs every check on it, one statem
 the other, each bounded by the pool's statement timeout and by what is left of the probe's
 own time budget. Failing to get the connection (or losing it) fails the whole probe, which
 the runner reports as one ``connect`` check that is down. A statement that fails on a
-working connection (timeout, permission, missing table) degrades only its own check.
+working connection (timeout, permission) leaves only its own check ``unknown``.
 
 Replication lag, honestly: ``replay_lag`` of ``pg_stat_replication`` is NULL for a replica
 that was caught up and idle, and it freezes (or is interpolated) while replay is paused,
@@ -206,7 +206,7 @@ class TimescaleProbe:
             detail = f"not run: server facts unavailable ({sql.brief(exc)})"
             return [
                 Check("connect", latency_seconds=latency),
-                *(Check(n, Status.DEGRADED, classify(exc), detail) for n in names),
+                *(Check(n, Status.UNKNOWN, classify(exc), detail) for n in names),
             ]
         version = Measurement("ingest_timescale_server_version", float(facts["version_num"]))
         checks = [
@@ -271,7 +271,8 @@ class TimescaleProbe:
         else:
             detail = "no replicas connected"
         if hidden:
-            status, reason = Status.DEGRADED, Reason.PERMISSION
+            # The count is known, the lag is not: unknown, like a refused INFO on Redis.
+            status, reason = Status.UNKNOWN, Reason.PERMISSION
             detail = f"{hidden} replica(s) hidden: grant pg_monitor to see replication state"
         if facts["in_recovery"]:
             delay, standby_detail, receiving = await self._standby(session)
@@ -302,10 +303,11 @@ class TimescaleProbe:
     def _connections(self, facts: Any) -> Check:
         used, limit = int(facts["connections"]), int(facts["max_connections"])
         share = used / limit if limit else 0.0
-        status = Status.DEGRADED if share > CONNECTIONS_DEGRADED else Status.OK
+        full = share > CONNECTIONS_DEGRADED
         return Check(
             "connections",
-            status,
+            Status.DEGRADED if full else Status.OK,
+            Reason.CAPACITY if full else None,
             detail=f"{used} of {limit} connections in use ({share:.0%})",
             measurements=(
                 Measurement("ingest_timescale_connections", float(used)),
@@ -364,7 +366,7 @@ class TimescaleProbe:
             raise
         except Exception as exc:  # noqa: BLE001 - a failed statement is this check's data
             return Check(
-                name, Status.DEGRADED, classify(exc), f"{kind}: {sql.brief(exc)}", tuple(measured)
+                name, Status.UNKNOWN, classify(exc), f"{kind}: {sql.brief(exc)}", tuple(measured)
             )
         recent = float(row["recent"])
         measured.append(Measurement("ingest_dimension_rows_recent", recent, labels))

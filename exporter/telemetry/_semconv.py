@@ -86,12 +86,17 @@ def _clean(attributes: Mapping[str, AttributeValue | None]) -> dict[str, Attribu
     return {key: value for key, value in attributes.items() if value not in (None, "")}
 
 
-def _split_url(url: str) -> tuple[str, str, dict[str, str]]:
-    """Return (first host[:port], path, query) of a URL, never any part of its userinfo."""
+def _split_url(url: str) -> tuple[str, str, dict[str, str]] | None:
+    """Return (first host[:port], path, query) of a URL, or None when it is ambiguous."""
     rest = url.partition("://")[2]
     # The userinfo ends at the last '@' (a password may hold '/', '?' or '@'), so nothing
-    # taken from after it can be a piece of the password.
-    after = rest[rest.rfind("@") + 1 :]
+    # taken from after it can be a piece of the password. But when a '?' or '#' comes before
+    # that '@', the '@' may as well sit in a query value (`?sslpassword=a@b`): what follows
+    # it could be the tail of a secret, so nothing is taken from such a URL.
+    at = rest.rfind("@")
+    if at >= 0 and any(c in rest[:at] for c in "?#"):
+        return None
+    after = rest[at + 1 :]
     cut = min((i for i in (after.find(c) for c in "/?#") if i >= 0), default=len(after))
     hosts, tail = after[:cut], after[cut:].partition("#")[0]
     path, _, query = tail.partition("?")
@@ -107,8 +112,11 @@ def _host_port(item: str) -> tuple[str, int | None]:
     return unquote(host), int(port) if port.isdigit() else None
 
 
-def _pg_target(url: str) -> tuple[str, int, str]:
-    first, path, query = _split_url(url)
+def _pg_target(url: str) -> tuple[str, int | None, str]:
+    parts = _split_url(url)
+    if parts is None:
+        return "", None, ""
+    first, path, query = parts
     host, port = _host_port(first)
     if not host:
         # libpq also takes hosts (or a socket directory) as query parameters.
@@ -120,7 +128,10 @@ def _pg_target(url: str) -> tuple[str, int, str]:
 
 
 def _redis_target(url: str) -> tuple[str, int | None, str]:
-    first, path, query = _split_url(url)
+    parts = _split_url(url)
+    if parts is None:
+        return "", None, ""
+    first, path, query = parts
     if url.lower().startswith("unix:"):
         return "/" + path, None, query.get("db", "0")
     host, port = _host_port(first)

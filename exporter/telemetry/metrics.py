@@ -36,7 +36,8 @@ METRICS: dict[str, MetricSpec] = {
             "ingest_connector_up",
             "gauge",
             "deployment connector",
-            f"1 when the connector's last probe had no failed check and one passed. {_REFRESH}",
+            f"1 when no check of the connector was down in the last probe cycle and one was ok. "
+            f"{_REFRESH}",
         ),
         _spec(
             "ingest_connector",
@@ -54,7 +55,8 @@ METRICS: dict[str, MetricSpec] = {
             "ingest_probe_duration_seconds",
             "histogram",
             "deployment connector",
-            "Wall time of each connector's probe, with the probe cycle's trace id as exemplar.",
+            "Latency of the connector's slowest check in each probe cycle, with the cycle's "
+            "trace id as exemplar (OpenMetrics).",
         ),
         _spec(
             "ingest_probe_last_run_timestamp_seconds",
@@ -66,7 +68,8 @@ METRICS: dict[str, MetricSpec] = {
             "ingest_probe_failures",
             "counter",
             "deployment connector reason",
-            "Failed checks since start, by bounded reason (timeout, refused, auth, ...).",
+            "Checks that reported a failure reason (down, degraded or unknown) since start, by "
+            "bounded reason (timeout, refused, auth, ...).",
         ),
         _spec(
             "ingest_probe_cycles",

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import threading
 import uuid
 from collections.abc import Callable, Mapping
@@ -255,6 +256,8 @@ def _sampler(env: Mapping[str, str]) -> sampling.Sampler:
     try:
         ratio = float(env.get("OTEL_TRACES_SAMPLER_ARG", "") or 1.0)
     except ValueError:
+        ratio = 1.0
+    if math.isnan(ratio):  # would pass the clamp below and fail the SDK's sampler
         ratio = 1.0
     factory = _SAMPLERS.get(name)
     if factory is None:

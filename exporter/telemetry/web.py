@@ -65,7 +65,7 @@ _LINKS = (
     ("/-/ready", "readiness (first probe cycle done)"),
     ("/api/v1/manifest", "connector manifest (redacted)"),
     ("/api/v1/connectivity", "last connectivity report"),
-    ("/api/v1/failover", "failover-drill settings and last result"),
+    ("/api/v1/failover", "failover-drill settings"),
 )
 
 APP_KEY = web.AppKey("ingest_web", object)
@@ -136,14 +136,8 @@ class WebApp:
         return _json({"reports": reports})
 
     async def failover(self, request: web.Request) -> web.Response:
-        """Serve the failover-drill settings and the last drill result."""
-        return _json(
-            {
-                "enabled": self.state.failover is not None,
-                "settings": self.state.failover,
-                "last_result": self.state.extra.get("last_drill"),
-            }
-        )
+        """Serve the failover-drill settings (what a drill tool needs; none runs here)."""
+        return _json({"enabled": self.state.failover is not None, "settings": self.state.failover})
 
     async def probe(self, request: web.Request) -> web.Response:
         """Probe the deployment named by ``?target=`` now; answer only its series.

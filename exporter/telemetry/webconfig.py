@@ -175,7 +175,14 @@ class WebConfig(_Strict):
         context.minimum_version = _TLS_VERSIONS[tls.min_version]
         context.maximum_version = _TLS_VERSIONS[tls.max_version]
         try:
-            context.load_cert_chain(tls.cert_file, tls.key_file)
+            # Without a password callback OpenSSL would prompt on the terminal for the
+            # passphrase of an encrypted key, stalling the start (exporter-toolkit has none).
+            context.load_cert_chain(tls.cert_file, tls.key_file, password=_no_passphrase)
+        except _EncryptedKeyError:
+            raise ConfigError(
+                "tls_server_config.key_file",
+                f"expected an unencrypted key ({tls.key_file} asks for a passphrase)",
+            ) from None
         except (OSError, ssl.SSLError) as exc:
             # The file contents never reach the message, only the paths and the library reason.
             raise ConfigError(
@@ -196,6 +203,14 @@ class WebConfig(_Strict):
     def basic_auth(self) -> BasicAuth | None:
         """Return the basic-auth verifier, or ``None`` when no user is configured."""
         return BasicAuth(self.basic_auth_users) if self.basic_auth_users else None
+
+
+class _EncryptedKeyError(Exception):
+    """Raised by :func:`_no_passphrase`: the key file asks for a passphrase."""
+
+
+def _no_passphrase() -> bytes:
+    raise _EncryptedKeyError
 
 
 def _reason(exc: BaseException) -> str:

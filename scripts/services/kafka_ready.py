@@ -84,7 +84,8 @@ def main() -> int:
     if not brokers or controller_id < 0:
         print(f"kafka not ready: brokers={brokers} controller={controller_id}")
         return 1
-    print(f"kafka ready: cluster={cluster_id} brokers={','.join(brokers)} controller={controller_id}")
+    listed = ",".join(brokers)
+    print(f"kafka ready: cluster={cluster_id} brokers={listed} controller={controller_id}")
     return 0
 
 

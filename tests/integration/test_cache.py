@@ -18,6 +18,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from structlog.testing import capture_logs
 
+from exporter import cache as cache_module
 from exporter.cache import RedisCache
 from exporter.config import RedisCacheSettings, RedisSettings
 from exporter.connectors.redis import RedisConnector
@@ -82,6 +83,27 @@ async def test_values_get_a_server_ttl_and_really_expire(
     stats = await cache.stats()  # prunes the dead index member
     assert (stats.keys, stats.hits, stats.misses) == (0, 1, 1)
     assert await client.zcard(f"{namespace}:_index") == 0
+
+
+async def test_key_count_drops_to_the_live_keys_right_after_a_mass_expiry(
+    client: aioredis.Redis,
+    namespace: str,
+    make_cache: CacheFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Expired keys beyond one refresh's prune limit are not reported as live keys."""
+    monkeypatch.setattr(cache_module, "_PRUNE_PER_REFRESH", 10)
+    cache = make_cache(strategy="bootstrap", ttl_seconds=1)
+    for i in range(50):
+        assert await cache.set(f"old{i}", i)
+    await asyncio.sleep(2.1)
+    assert await cache.set("fresh", 1)  # prunes at most 32 of the 50 dead members
+    stats = await cache.stats()
+    assert stats.keys == 1
+    assert await client.zcard(f"{namespace}:_index") > 1, "dead members were left to prune"
+    for _ in range(5):
+        await cache.stats()
+    assert await client.zcard(f"{namespace}:_index") == 1
 
 
 async def test_max_keys_evicts_the_oldest_first(

@@ -10,12 +10,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import aiohttp
 import asyncpg
 import pytest
 
 from exporter.config import IngestSettings
+from exporter.daemon import SHUTDOWN_TIMEOUT, Daemon
 
 from .conftest import REPO, free_port, running_daemon, sample, scrape, wait_for
 
@@ -99,9 +101,10 @@ async def test_outage_turns_up_to_zero_and_recovery_back_to_one(
         assert sample(await scrape(url), "ingest_connector_up", connector=service) == 1
 
 
-def _spawn(port: int, env: dict[str, str]) -> subprocess.Popen[str]:
+def _spawn(port: int, env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    command = ["run", "--web.listen-address", f"127.0.0.1:{port}", *args]
     return subprocess.Popen(
-        [sys.executable, "-m", "exporter", "run", "--web.listen-address", f"127.0.0.1:{port}"],
+        [sys.executable, "-m", "exporter", *command],
         cwd=REPO,
         env={**os.environ, **env, "INGEST_PROBE_INTERVAL_SECONDS": "0.5"},
         stdout=subprocess.PIPE,
@@ -157,3 +160,116 @@ async def test_listen_address_in_use_exits_3(service_env: dict[str, str]) -> Non
     assert process.returncode == 3
     assert f"cannot listen on 127.0.0.1:{port}" in stderr
     assert "Traceback" not in stderr
+
+
+# An async probe that swallows every cancellation: no timeout or cancel ever ends it.
+_STUBBORN = """
+import asyncio
+
+
+async def stubborn() -> bool:
+    while True:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            pass
+"""
+
+
+def _stuck_probe_setup(kind: str, tmp_path: Path) -> tuple[dict[str, str], Path]:
+    """Return the extra environment and a config file with one probe that never ends."""
+    env: dict[str, str] = {}
+    if kind == "sync-sleeping":
+        target = "tests.fixtures.operator_probes:sleep_ten_seconds"
+    else:
+        (tmp_path / "stubborn_probe.py").write_text(_STUBBORN)
+        env["PYTHONPATH"] = str(tmp_path)
+        target = "stubborn_probe:stubborn"
+    config = tmp_path / "stuck.yaml"
+    config.write_text(
+        f"probes:\n  operator:\n    - {{name: stuck, target: '{target}', timeout_seconds: 1}}\n"
+    )
+    return env, config
+
+
+@pytest.mark.parametrize(
+    ("kind", "bound"),
+    # A thread still sleeping, or a task refusing to be cancelled, must not hold the exit:
+    # before, the first took the rest of its 10 s sleep, the second never exited at all.
+    [("sync-sleeping", 5.0), ("cancel-swallowing", SHUTDOWN_TIMEOUT + 2)],
+)
+async def test_sigterm_exits_within_the_bound_despite_a_stuck_probe(
+    kind: str, bound: float, service_env: dict[str, str], tmp_path: Path
+) -> None:
+    """SIGTERM ends the process with exit 0 within the shutdown bound while a probe hangs."""
+    env, config = _stuck_probe_setup(kind, tmp_path)
+    port = free_port()
+    process = _spawn(port, {**service_env, **env}, "--config.file", str(config))
+    try:
+        await _wait_healthy(port)
+        await asyncio.sleep(1.5)  # the stuck probe has started and timed out once
+        process.send_signal(signal.SIGTERM)
+        t0 = time.monotonic()
+        _, stderr = await asyncio.to_thread(process.communicate, timeout=30)
+        elapsed = time.monotonic() - t0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, stderr
+    assert elapsed < bound
+    assert '"exporter_stopped"' in stderr
+    assert "Traceback" not in stderr
+
+
+async def test_second_sigint_during_shutdown_exits_130_at_once(
+    service_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A second SIGINT while the graceful stop waits on a stuck task exits 130 immediately."""
+    env, config = _stuck_probe_setup("cancel-swallowing", tmp_path)
+    port = free_port()
+    process = _spawn(port, {**service_env, **env}, "--config.file", str(config))
+    try:
+        await _wait_healthy(port)
+        await asyncio.sleep(1.5)
+        process.send_signal(signal.SIGINT)
+        await asyncio.sleep(0.5)  # the stop now waits for the stuck probe loop
+        assert process.poll() is None
+        process.send_signal(signal.SIGINT)
+        t0 = time.monotonic()
+        _, stderr = await asyncio.to_thread(process.communicate, timeout=30)
+        elapsed = time.monotonic() - t0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, stderr
+    assert elapsed < 2
+    assert '"exporter_forced_exit"' in stderr
+    assert "Traceback" not in stderr
+
+
+async def test_listener_is_closed_before_the_services_stop(
+    settings_factory: Callable[..., IngestSettings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the connectors close, the port already refuses requests (no late /probe)."""
+    daemon = Daemon(settings_factory())
+    await daemon.start()
+    port = daemon.port
+    assert port is not None
+    services = daemon.services[0]
+    stop = services.stop
+    refused: list[bool] = []
+
+    async def checking_stop(timeout: float = 10.0) -> None:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            refused.append(True)
+        else:
+            refused.append(False)
+            writer.close()
+            await writer.wait_closed()
+        await stop(timeout)
+
+    monkeypatch.setattr(services, "stop", checking_stop)
+    await daemon.stop()
+    assert refused == [True]

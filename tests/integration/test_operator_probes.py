@@ -101,3 +101,24 @@ async def test_probe_command_exit_codes(service_env: dict[str, str], tmp_path: P
     assert bad.returncode == 1
     data = json.loads(bad.stdout)["reports"][0]["connectors"]["operator"]
     assert data["checks"][0]["reason"] == "error"
+
+
+async def test_probe_command_does_not_wait_for_a_stuck_sync_probe(
+    service_env: dict[str, str], tmp_path: Path
+) -> None:
+    """`probe` exits 1 soon after the 1 s timeout, not after the stuck probe's 10 s sleep."""
+    command = ["probe", "--format", "json", "--config.file", str(_config(tmp_path))]
+    t0 = time.monotonic()
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "exporter", *command],
+        cwd=REPO,
+        env={**os.environ, **service_env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert time.monotonic() - t0 < 6
+    assert "Traceback" not in result.stderr

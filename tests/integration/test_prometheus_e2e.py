@@ -130,13 +130,30 @@ def _promtool(body: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _rich(settings_factory: Settings, unique: str) -> IngestSettings:
+    """Return settings that make every source publish: a dimension, the bridge, the cache."""
+    # Neither the table nor the topic exists (auto creation is off): nothing to clean up.
+    dimension = f"lint_{unique}"
+    return settings_factory(
+        INGEST_DIMENSIONS=dimension, KAFKA_INGEST_TOPICS=f"{dimension}:lint-{unique}"
+    )
+
+
 async def test_promtool_check_metrics_is_clean_on_a_live_text_scrape(
-    settings_factory: Settings,
+    settings_factory: Settings, unique: str
 ) -> None:
     """``promtool check metrics`` reports nothing on a live scrape in the text format."""
-    body, content_type = await _live_body(settings_factory(), None)
+    body, content_type = await _live_body(_rich(settings_factory, unique), None)
     assert content_type.startswith("text/plain; version=0.0.4")
-    assert "ingest_connector_up" in body
+    for family in (
+        "ingest_connector_up",
+        "ingest_dimension_freshness_sla_seconds",
+        "ingest_kafka_topic_partitions",
+        "ingest_bridge_messages_total",
+        "ingest_cache_hits_total",
+        "ingest_probe_duration_seconds_bucket",
+    ):
+        assert f"\n{family}{{" in body, family
     result = _promtool(body)
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
 
@@ -152,7 +169,9 @@ class _Replay(Collector):
         yield from self._families
 
 
-async def test_openmetrics_scrape_is_valid_and_lints_clean(settings_factory: Settings) -> None:
+async def test_openmetrics_scrape_is_valid_and_lints_clean(
+    settings_factory: Settings, unique: str
+) -> None:
     """A live OpenMetrics scrape parses strictly, and its families lint clean with promtool.
 
     promtool reads only the text format (prometheus/prometheus#8932), so the OpenMetrics body
@@ -160,7 +179,7 @@ async def test_openmetrics_scrape_is_valid_and_lints_clean(settings_factory: Set
     syntax, exemplar or ``# EOF`` error), and its families are re-encoded for promtool's lint
     of names, types and help. Prometheus itself ingesting OpenMetrics is the exemplar test.
     """
-    body, content_type = await _live_body(settings_factory(), OPENMETRICS)
+    body, content_type = await _live_body(_rich(settings_factory, unique), OPENMETRICS)
     assert content_type.startswith("application/openmetrics-text; version=1.0.0")
     assert body.endswith("# EOF\n")
     assert " # {trace_id=" in body  # exemplars only exist in OpenMetrics

@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from urllib.parse import quote
 
@@ -16,6 +17,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from exporter.config import IngestSettings
+from exporter.errors import ExporterError
 from exporter.events import AsyncQueueBus, IngestEvent
 from exporter.provisioner import InstitutionalIngestProvisioner
 from exporter.redaction import Redactor
@@ -231,3 +233,41 @@ async def test_state_records_only_what_a_cycle_reported(
     assert report.connector_up("redis")
     assert report.connector_up("kafka")
     assert state.reports == {}
+
+
+async def test_start_and_stop_are_idempotent_and_a_stopped_bundle_stays_stopped(
+    settings_factory: Callable[..., IngestSettings],
+) -> None:
+    """A second start() or stop() is a no-op; start() after stop() refuses to half-work."""
+    supervisor = TaskSupervisor()
+    settings = settings_factory(REDIS_CACHE_STRATEGY="disabled")
+    services = InstitutionalIngestProvisioner(settings).provision(supervisor=supervisor)
+    await services.start()
+    await services.start()
+    assert [info.name for info in supervisor.describe()] == ["probe-loop:local"]
+    await services.stop()
+    await services.stop()
+    info = supervisor.get("probe-loop:local")
+    assert info is not None
+    assert info.state is TaskState.CANCELLED
+    # Its probe threads are released: a restart would leave synchronous probes failing.
+    with pytest.raises(ExporterError, match="provision anew"):
+        await services.start()
+
+
+async def test_stop_is_bounded_while_every_dependency_is_black_holed(
+    settings_factory: Callable[..., IngestSettings], blackhole: int
+) -> None:
+    """With connections hanging on every service, stop(timeout) returns within its timeout."""
+    settings = settings_factory(
+        TIMESCALEDB_URL=f"postgresql://ingest:ingest@127.0.0.1:{blackhole}/ingest",
+        REDIS_URL=f"redis://127.0.0.1:{blackhole}/0",
+        KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{blackhole}",
+        INGEST_PROBE_TIMEOUT_SECONDS="1",
+    )
+    services = InstitutionalIngestProvisioner(settings).provision(supervisor=TaskSupervisor())
+    await services.start()
+    await asyncio.sleep(0.5)  # the first cycle is now waiting on the black hole
+    t0 = time.monotonic()
+    await services.stop(timeout=1.0)
+    assert time.monotonic() - t0 < 1.5

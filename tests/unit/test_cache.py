@@ -274,6 +274,35 @@ async def test_run_keeps_going_and_logs_refresh_failures_once() -> None:
     assert [e["operation"] for e in logs] == ["invalidate", "refresh"]
 
 
+async def test_invalidation_beats_the_heartbeat_every_scan_round() -> None:
+    """A sweep needing many SCAN rounds reports each one, so the supervisor sees no hang."""
+
+    class ManyRounds(FakeRedis):
+        async def scan(self, cursor: int, **options: Any) -> tuple[int, list[bytes]]:
+            self.calls.append(("scan", [], [cursor]))
+            return (cursor + 1) % 5, []  # five round trips: cursors 1, 2, 3, 4, then 0
+
+    cache, _ = _make(ManyRounds(), invalidate_prefixes=("p:",))
+    rounds: list[int] = []
+    assert await cache.invalidate("p:", progress=lambda: rounds.append(1)) == 0
+    assert len(rounds) == 5
+
+    ticks: list[int] = []
+
+    def clock() -> float:
+        ticks.append(1)
+        return float(len(ticks))
+
+    ready = asyncio.Event()
+    heartbeat = Heartbeat(clock, on_ready=lambda _: ready.set())
+    task = asyncio.create_task(cache.run(heartbeat))
+    await asyncio.wait_for(ready.wait(), timeout=5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert len(ticks) == 1 + 5 + 1, "created, one beat per SCAN round, then ready"
+
+
 def test_metric_specs_follow_the_naming_rules() -> None:
     """The six families use the ingest_ prefix, _total counters and the two bounded labels."""
     exposed = {s.exposed_name: s.type for s in METRIC_SPECS}

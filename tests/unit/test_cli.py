@@ -108,3 +108,13 @@ def test_manifest_includes_failover_metadata_when_drills_are_on() -> None:
     assert failover["enabled"] is True
     assert failover["dimensions"] == ["daily_bars"]
     assert failover["label"] == "q4-dr"
+
+
+@pytest.mark.parametrize("command", ["manifest", "probe"])
+def test_an_unknown_deployment_exits_2_naming_the_known_ones(command: str) -> None:
+    """`--deployment` with a name that is not configured is a usage error listing the names."""
+    result = run_cli(command, "--deployment", "nowhere", INGEST_DEPLOYMENT="eu-primary")
+    assert result.returncode == 2
+    assert "--deployment" in result.stderr
+    assert "eu-primary" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -203,3 +203,34 @@ def test_environment_table_has_no_duplicate_names() -> None:
     """Every environment variable maps to exactly one settings path."""
     names = [name for aliases, _, _ in ENVIRONMENT for name in aliases]
     assert len(names) == len(set(names))
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        (f"timescale: postgresql://u:{CANARY}@h/db\n", "timescale"),
+        (f"timescale:\n  url postgresql://u:{CANARY}@h/db\n", "timescale"),
+        (f"deployments:\n  - postgresql://u:{CANARY}@h/db\n", "deployments[0]"),
+        (f"kafka: {{bootstrap_servers: 'svc:{CANARY}@broker:9092'}}\n", "bootstrap_servers"),
+        (f"timescale: {{'postgresql://u:{CANARY}@h/db': 1}}\n", "timescale"),
+        ("timescale: {pool_max_size: 'password=Qx7tok'}\n", "pool_max_size"),
+    ],
+)
+def test_a_credential_in_the_wrong_place_is_never_echoed(
+    tmp_path: Path, text: str, where: str
+) -> None:
+    """A URL given where a mapping, host:port or key was expected is named, not quoted."""
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        build_institutional_ingest_config(environ={}, config_file=path)
+    message = str(caught.value)
+    assert where in message
+    for part in ("Zp", "w0rd", "Qx7"):
+        assert part not in message
+
+
+def test_a_plain_bad_value_is_still_quoted() -> None:
+    """A value that cannot be a credential is echoed, so the operator sees what was wrong."""
+    with pytest.raises(ConfigError, match=r"got 'soon'"):
+        build_institutional_ingest_config(environ={"INGEST_PROBE_TIMEOUT_SECONDS": "soon"})

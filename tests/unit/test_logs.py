@@ -234,3 +234,13 @@ def test_library_repeats_are_rate_limited_and_counted() -> None:
     later = record("aiokafka", "Unable connect to node with id %s: %s", 1, "refused")
     assert limit.filter(later)
     assert later.suppressed == 9  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("level", "expected"), [("info", 1), ("debug", 3)])
+def test_library_lines_are_rate_limited_unless_debugging(level: str, expected: int) -> None:
+    """A repeated library line is written once outside debug, every time with --log.level=debug."""
+    stream = _Stream()
+    configure_logging(level=level, fmt="json", stream=stream)
+    for attempt in range(3):
+        logging.getLogger("aiokafka").error("Unable connect to node %s", attempt)
+    assert len(_lines(stream)) == expected

@@ -297,6 +297,10 @@ class FakeConnector:
         """Count resets."""
         self.resets += 1
 
+    async def diagnose(self) -> Exception | None:
+        """Try the bootstrap address for real, as the connector does."""
+        return await KafkaConnector(self.settings, timeout=self.timeout).diagnose()
+
     def client_options(self) -> dict[str, Any]:
         """Return options no client should ever use in these tests."""
         raise AssertionError("the probe created a client it did not need")
@@ -345,6 +349,23 @@ async def test_a_slow_describe_times_out_within_the_probe_timeout() -> None:
     assert connector.resets == 1  # a timed-out admin client is not reused
 
 
+async def test_a_run_that_waited_for_the_lock_still_reports_within_its_timeout() -> None:
+    """Two overlapping runs (loop and /probe): the second's deadline counts from its call."""
+    connector = FakeConnector(FakeAdmin(describe_delay=10.0), timeout=0.4)
+    probe = KafkaProbe(_kafka(connector), topics=["orders"])
+    runner = ProbeRunner(default_timeout=0.4)
+    t0 = time.perf_counter()
+    first, second = await asyncio.gather(runner.run_one(probe), runner.run_one(probe))
+    assert time.perf_counter() - t0 < 0.4
+    for results in (first, second):
+        by_name = {r.check: r for r in results}
+        assert by_name["metadata"].status is Status.OK
+        assert (by_name["topics"].status, by_name["topics"].reason) == (
+            Status.UNKNOWN,
+            Reason.TIMEOUT,
+        )
+
+
 def _unused_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -352,7 +373,7 @@ def _unused_port() -> int:
 
 
 async def test_an_unreachable_broker_is_down_refused() -> None:
-    """The generic aiokafka bootstrap error is diagnosed as refused by a direct TCP attempt."""
+    """The generic aiokafka bootstrap error is diagnosed as refused by a direct connection."""
     error = KafkaConnectionError("Unable to bootstrap from [('127.0.0.1', 1, <AF_INET>)]")
     connector = FakeConnector(error, port=_unused_port())
     [result] = await ProbeRunner(default_timeout=1.0).run_one(KafkaProbe(_kafka(connector)))

@@ -227,10 +227,11 @@ async def test_every_measurement_is_declared_with_its_labels() -> None:
 
 
 async def test_connections_over_ninety_percent_degrade() -> None:
-    """More than 90% of max_connections in use degrades the connections check only."""
+    """More than 90% of max_connections in use degrades connections only, as capacity."""
     probe, _ = _probe(FakeServer(facts=_facts(connections=181, max_connections=200)))
     named = _by_name(await probe())
     assert named["connections"].status is Status.DEGRADED
+    assert named["connections"].reason is Reason.CAPACITY
     assert _values(named["connections"], "ingest_timescale_connections") == {(): 181.0}
     assert _values(named["connections"], "ingest_timescale_max_connections") == {(): 200.0}
     assert named["extension"].status is Status.OK
@@ -271,24 +272,24 @@ async def test_extension_info_labels_are_bounded(
 
 
 async def test_hidden_replication_rows_mean_permission() -> None:
-    """Rows with NULL state (no pg_monitor) degrade replication to permission, count kept."""
+    """Rows with NULL state (no pg_monitor) leave replication unknown/permission, count kept."""
     hidden = _replica(state=None, client_addr=None, replay_position=None, lag_bytes=None)
     probe, _ = _probe(FakeServer(replicas=[hidden]))
     named = _by_name(await probe())
     check = named["replication"]
-    assert (check.status, check.reason) == (Status.DEGRADED, Reason.PERMISSION)
+    assert (check.status, check.reason) == (Status.UNKNOWN, Reason.PERMISSION)
     assert _values(check, "ingest_timescale_replicas") == {(): 1.0}
     assert not _values(check, "ingest_timescale_replication_lag_seconds")
     assert named["connections"].status is Status.OK
 
 
-async def test_replication_error_degrades_that_check_only() -> None:
-    """A permission error reading pg_stat_replication degrades only the replication check."""
+async def test_replication_error_leaves_that_check_unknown_only() -> None:
+    """A permission error reading pg_stat_replication leaves only replication unknown."""
     server = FakeServer(errors={"replicas": asyncpg.InsufficientPrivilegeError("denied")})
     probe, _ = _probe(server)
     named = _by_name(await probe())
     assert (named["replication"].status, named["replication"].reason) == (
-        Status.DEGRADED,
+        Status.UNKNOWN,
         Reason.PERMISSION,
     )
     assert all(c.status is Status.OK for n, c in named.items() if n != "replication")
@@ -408,12 +409,12 @@ async def test_dimension_freshness_against_sla(
 
 
 async def test_dimension_query_timeout_keeps_other_checks() -> None:
-    """A timed-out data query degrades that dimension (timeout) and keeps its config gauges."""
+    """A timed-out data query leaves that dimension unknown/timeout, keeping config gauges."""
     server = FakeServer(meta=[_meta()], errors={"data": asyncpg.QueryCanceledError("cancel")})
     probe, _ = _probe(server, DIM)
     named = _by_name(await probe())
     check = named["dimension:trades"]
-    assert (check.status, check.reason) == (Status.DEGRADED, Reason.TIMEOUT)
+    assert (check.status, check.reason) == (Status.UNKNOWN, Reason.TIMEOUT)
     assert _values(check, "ingest_dimension_is_hypertable")
     assert named["jobs"].status is Status.OK
 
@@ -488,7 +489,7 @@ async def test_facts_failure_reports_every_check_as_not_run() -> None:
         "extension",
         "dimension:trades",
     ]
-    assert all(c.reason is Reason.TIMEOUT for c in rest)
+    assert all((c.status, c.reason) == (Status.UNKNOWN, Reason.TIMEOUT) for c in rest)
 
 
 async def test_budget_bounds_each_statement() -> None:

@@ -395,6 +395,37 @@ async def test_a_topic_that_may_not_be_created_is_logged_and_raised() -> None:
     assert publisher.failures == 1
 
 
+async def test_a_failed_topic_check_drops_the_admin_client_within_the_deadline() -> None:
+    """A broker error while checking the topic resets the admin client, bounded by the deadline."""
+
+    class BrokenAdmin(FakeAdmin):
+        async def describe_topics(self, topics: list[str]) -> list[dict[str, Any]]:
+            raise ConnectionRefusedError("broker gone")
+
+    class StuckResetKafka(FakeKafka):
+        async def reset(self) -> None:
+            self.resets += 1
+            await asyncio.Event().wait()  # the connector's lock is held by a stuck bootstrap
+
+    kafka = StuckResetKafka(BrokenAdmin(exists=True))
+    publisher = ManifestPublisher(
+        kafka,
+        deployment="eu-1",
+        topic="manifest.test",
+        interval=300.0,
+        snapshot=snap,
+        deadline=0.05,
+        producer_factory=lambda options: FakeProducer(),
+    )
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(ConnectorError) as caught:
+        await publisher.run(heartbeat())
+    assert loop.time() - started < 1.0
+    assert caught.value.reason == "refused"
+    assert kafka.resets == 1
+
+
 async def test_an_existing_topic_without_compaction_is_warned_about() -> None:
     """An existing topic with cleanup.policy=delete is used, with a warning."""
     admin = FakeAdmin(exists=True)

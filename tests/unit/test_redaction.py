@@ -149,7 +149,7 @@ def test_redact_url_mask_hosts_hides_hosts_too(
             "postgresql://u:***@/db?host=/run/postgresql",
         ),
         ("postgres://compose_db:5432/x", "postgres://compose_db:5432/x"),
-        ("redis://pw/x@host", "redis://***@host"),
+        ("redis://pw/x@host", "redis://***"),
         ("https://h/path?q=1#frag", "https://h/path?q=1"),
         ("  kafka://b:9092  ", "kafka://b:9092"),
     ],
@@ -448,3 +448,10 @@ def test_all_lists_the_public_api() -> None:
         if not name.startswith("_") and getattr(obj, "__module__", None) == redaction.__name__
     }
     assert set(redaction.__all__) == defined | {"MASK"}
+
+
+def test_an_at_sign_in_a_query_value_never_exposes_the_secret_tail() -> None:
+    """With no authority, "?password=x@y" must not turn the password's tail into a host."""
+    output = redact_url("postgresql:///db?host=/tmp&password=Sec9ret@TailLeak7")
+    assert "TailLeak7" not in output
+    assert "Sec9ret" not in output

@@ -5,9 +5,15 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from typing import Any
 
-from exporter.probes.base import Check, FunctionProbe, Reason, Status
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+
+from exporter.probes.base import Check, FunctionProbe, Measurement, Reason, Status
 from exporter.probes.runner import ProbeRunner, merge_probes
+from exporter.state import ExporterState
 
 
 async def _ok() -> list[Check]:
@@ -123,6 +129,69 @@ async def test_unsupported_output_is_a_protocol_failure() -> None:
     runner.close()
     assert result.status is Status.DOWN
     assert result.reason is Reason.PROTOCOL
+
+
+async def test_a_stuck_sync_probe_says_why_it_is_not_run_again() -> None:
+    """The run skipped for a still-stuck thread names that cause in its detail."""
+    release = threading.Event()
+    runner = ProbeRunner(default_timeout=0.1)
+    probe = FunctionProbe("op", "stuck", lambda: release.wait(5))
+    await runner.run_one(probe)
+    [second] = await runner.run_one(probe)
+    release.set()
+    runner.close()
+    assert second.reason is Reason.TIMEOUT
+    assert "previous run" in second.detail
+
+
+@pytest.mark.parametrize(
+    "check",
+    [
+        Check("x", "down", "connection to db.internal:5432 failed"),  # type: ignore[arg-type]
+        Check("x", "sideways"),  # type: ignore[arg-type]
+        Check(None),  # type: ignore[arg-type]
+        Check("x", measurements=(Measurement("m", "many"),)),  # type: ignore[arg-type]
+        Check("x", measurements=("m",)),  # type: ignore[arg-type]
+    ],
+    ids=["text-reason", "bad-status", "no-name", "text-value", "not-a-measurement"],
+)
+async def test_an_invalid_operator_check_is_a_protocol_failure(check: Check) -> None:
+    """A Check built from free text is reported as protocol, never stored or labelled as-is."""
+    runner = ProbeRunner(default_timeout=1)
+    report = await runner.run([FunctionProbe("op", "bad", lambda: [check])], deployment="d")
+    runner.close()
+    [result] = report.results
+    assert (result.check, result.status, result.reason) == ("bad", Status.DOWN, Reason.PROTOCOL)
+    assert "db.internal" not in result.detail
+    state = ExporterState()
+    state.record(report)  # the snapshot reads reason.value: it must not crash
+    assert set(state.failures) == {("d", "op", "protocol")}
+
+
+async def test_operator_checks_with_enum_values_given_as_text_are_normalised() -> None:
+    """A status and reason spelled as their string values become the enums."""
+    runner = ProbeRunner(default_timeout=1)
+    check = Check("x", "degraded", "stale")  # type: ignore[arg-type]
+    [result] = await runner.run_one(FunctionProbe("op", "x", lambda: check))
+    runner.close()
+    assert result.status is Status.DEGRADED
+    assert result.reason is Reason.STALE
+
+
+async def test_a_sync_probe_runs_inside_its_probe_span() -> None:
+    """The worker thread sees the probe's span as current, so operator spans nest under it."""
+    tracer = TracerProvider().get_tracer("test")
+    seen: list[Any] = []
+
+    def probe() -> bool:
+        seen.append(trace.get_current_span().get_span_context())
+        return True
+
+    runner = ProbeRunner(default_timeout=1, tracer=tracer)
+    [result] = await runner.run_one(FunctionProbe("op", "span", probe))
+    runner.close()
+    assert seen[0].is_valid
+    assert result.span_id == format(seen[0].span_id, "016x")
 
 
 def test_operator_probes_merge_with_builtins() -> None:

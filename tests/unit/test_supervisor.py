@@ -262,6 +262,51 @@ async def test_hung_task_is_cancelled_and_restarted(make: Make) -> None:
     assert [event["error_type"] for event in failed] == ["TaskHung"] * 2
 
 
+async def test_repeated_hangs_grow_the_streak_even_past_reset_after(make: Make) -> None:
+    """The silence before the watchdog fired is not healthy uptime: hangs add up and give up."""
+    supervisor, watcher = make()
+
+    async def always_stuck(heartbeat: Heartbeat) -> None:
+        await asyncio.Event().wait()  # never beats
+
+    # Each hung run lasts hang_timeout (0.05 s), longer than reset_after (0.02 s).
+    policy = fast(max_restarts=2, reset_after=0.02)
+    supervisor.create(always_stuck, name="stuck", restart=policy, hang_timeout=0.05)
+    await watcher.until(lambda: ended(supervisor, "stuck"))
+
+    backoffs = watcher.seen("stuck", TaskState.BACKOFF)
+    assert [info.consecutive_failures for info in backoffs] == [1, 2]
+    info = info_of(supervisor, "stuck")
+    assert (info.state, info.consecutive_failures, info.last_error_type) == (
+        TaskState.FAILED,
+        3,
+        "TaskHung",
+    )
+
+
+async def test_watchdog_does_not_cut_short_the_cleanup_of_a_stopped_run(make: Make) -> None:
+    """A run being cancelled on request may stay silent past its hang timeout while it cleans up."""
+    supervisor, _ = make()
+    cleaned_up: list[bool] = []
+
+    async def slow_cleanup(heartbeat: Heartbeat) -> None:
+        heartbeat.ready()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await asyncio.sleep(0.15)  # three hang timeouts without a beat
+            cleaned_up.append(True)
+
+    with capture_logs() as logs:
+        supervisor.create(slow_cleanup, name="slow", restart=fast(), hang_timeout=0.05)
+        assert await supervisor.wait_ready("slow", timeout=1.0)
+        assert await supervisor.cancel("slow", timeout=1.0) is True
+
+    assert cleaned_up == [True]
+    assert info_of(supervisor, "slow").state is TaskState.CANCELLED
+    assert "task_hung" not in [event["event"] for event in logs]
+
+
 async def test_stale_heartbeat_cannot_mark_a_later_run_ready(make: Make) -> None:
     """A heartbeat kept from an earlier run does not make the current run ready."""
     supervisor, watcher = make()

@@ -207,6 +207,25 @@ def test_timescale_attributes_parse_libpq_urls(url: str, expected: dict[str, obj
     assert got == {"db.system.name": "postgresql", **expected}
 
 
+@pytest.mark.parametrize(
+    ("variable", "url", "system"),
+    [
+        ("TIMESCALEDB_URL", "postgresql://u:pw@h/db?sslpassword=tail@Leak-7731", "postgresql"),
+        ("TIMESCALEDB_URL", "postgresql:///db?host=/tmp&password=pw@Leak-7731", "postgresql"),
+        ("REDIS_URL", "redis://:pw@h:6379/0?password=pw@Leak-7731", "redis"),
+        ("REDIS_URL", "unix:///run/r.sock?password=pw@Leak-7731", "redis"),
+    ],
+)
+def test_an_at_sign_after_a_query_yields_no_target_attributes(
+    variable: str, url: str, system: str
+) -> None:
+    """A URL whose last '@' may sit in a query value gives no host: it could be a secret's tail."""
+    deployment = _settings(**{variable: url}).deployments[0]
+    connector = "timescale" if system == "postgresql" else "redis"
+    got = probe_span_attributes(deployment)(FunctionProbe(connector, "c", lambda: True))
+    assert got == {"db.system.name": system}
+
+
 def test_redis_attributes_and_masked_hosts() -> None:
     """Redis db comes from the path or `db=`; `mask_hosts` drops server.address everywhere."""
     socket = _settings(REDIS_URL="unix:///run/redis.sock?db=2").deployments[0]
@@ -390,6 +409,16 @@ def test_otlp_endpoint_variables_export_over_http(variable: str, suffix: str) ->
     assert received.attributes["echo"] == f"header {MASK}"
     assert received.span_id == trace.format_span_id(span.get_span_context().span_id)
     assert received.resource["service.name"] == SERVICE_NAME
+
+
+@pytest.mark.parametrize(("arg", "expected"), [("nan", 1.0), ("x", 1.0), ("2", 1.0), ("-1", 0.0)])
+def test_a_bad_sampler_ratio_falls_back_instead_of_failing(arg: str, expected: float) -> None:
+    """An unparsable or out-of-range OTEL_TRACES_SAMPLER_ARG never stops the exporter starting."""
+    env = {"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": arg}
+    made = configure_tracing(_settings(), redactor=Redactor(), environ=env)
+    assert made is not None
+    assert made.sampler.get_description() == f"TraceIdRatioBased{{{expected}}}"
+    made.shutdown()
 
 
 @pytest.mark.parametrize(

@@ -122,6 +122,23 @@ async def test_every_route_answers_get() -> None:
         assert "/probe?target=eu" in landing
 
 
+async def test_json_views_serve_the_snapshot() -> None:
+    """/api/v1/failover shows the drill settings (or disabled); /api/v1/connectivity the reports."""
+    state = _state("eu")
+    async with serve(state) as client:
+        assert await (await client.get("/api/v1/failover")).json() == {
+            "enabled": False,
+            "settings": None,
+        }
+        state.set_failover({"label": "q4-dr", "dimensions": ["trades"]})
+        state.record(_report("eu", down="redis"))
+        failover = await (await client.get("/api/v1/failover")).json()
+        reports = (await (await client.get("/api/v1/connectivity")).json())["reports"]
+    assert failover == {"enabled": True, "settings": {"label": "q4-dr", "dimensions": ["trades"]}}
+    assert [r["deployment"] for r in reports] == ["eu"]
+    assert reports[0]["connectors"]["redis"]["up"] is False
+
+
 async def test_unknown_path_is_404_and_wrong_method_is_405() -> None:
     """Unknown paths answer 404; a POST to a GET route answers 405 with an Allow header."""
     async with serve() as client:

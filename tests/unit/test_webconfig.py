@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import ssl
+import subprocess
 import time
 from pathlib import Path
 
@@ -133,6 +134,23 @@ def test_certificate_problems_surface_at_load(tmp_path: Path, pki: CertBundle) -
     )
     assert "cert_file" in mismatched.key
     assert "BEGIN" not in mismatched.expected  # no key material in the message
+
+
+def test_an_encrypted_key_is_refused_without_prompting(tmp_path: Path, pki: CertBundle) -> None:
+    """A passphrase-protected key is a ConfigError naming key_file, never a terminal prompt."""
+    encrypted = tmp_path / "encrypted.key"
+    command = ["openssl", "pkey", "-in", str(pki.server_key), "-out", str(encrypted)]
+    subprocess.run(
+        [*command, "-aes256", "-passout", "pass:x"],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    error = _error(
+        tmp_path, f"tls_server_config:\n  cert_file: {pki.server_cert}\n  key_file: {encrypted}\n"
+    )
+    assert error.key.endswith("tls_server_config.key_file")
+    assert "passphrase" in error.expected
 
 
 def test_cli_check_config_exits_2_on_unknown_key(
