@@ -9,7 +9,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
@@ -126,23 +127,37 @@ async def _wait_healthy(port: int) -> None:
     pytest.fail("daemon did not answer /-/healthy within 10 s")
 
 
+@asynccontextmanager
+async def _daemon_process(
+    port: int, env: dict[str, str], *args: str, settle: float = 1.0
+) -> AsyncIterator[subprocess.Popen[str]]:
+    """Run the daemon as a process, healthy and settled for ``settle`` s; kill it if left over."""
+    process = _spawn(port, env, *args)
+    try:
+        await _wait_healthy(port)
+        await asyncio.sleep(settle)
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+async def _exit(process: subprocess.Popen[str]) -> tuple[str, float]:
+    """Wait for the process to end; return its stderr and how long that took."""
+    t0 = time.monotonic()
+    _, stderr = await asyncio.to_thread(process.communicate, timeout=30)
+    return stderr, time.monotonic() - t0
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 async def test_signal_stops_gracefully_with_exit_0(
     sig: signal.Signals, service_env: dict[str, str]
 ) -> None:
     """SIGTERM or SIGINT stops the daemon through the graceful path, exit code 0, quickly."""
-    port = free_port()
-    process = _spawn(port, service_env)
-    try:
-        await _wait_healthy(port)
-        await asyncio.sleep(1)
+    async with _daemon_process(free_port(), service_env) as process:
         process.send_signal(sig)
-        t0 = time.monotonic()
-        _, stderr = await asyncio.to_thread(process.communicate, timeout=15)
-        elapsed = time.monotonic() - t0
-    finally:
-        if process.poll() is None:
-            process.kill()
+        stderr, elapsed = await _exit(process)
     assert process.returncode == 0, stderr
     assert elapsed < 10
     assert '"exporter_stopped"' in stderr
@@ -203,18 +218,12 @@ async def test_sigterm_exits_within_the_bound_despite_a_stuck_probe(
 ) -> None:
     """SIGTERM ends the process with exit 0 within the shutdown bound while a probe hangs."""
     env, config = _stuck_probe_setup(kind, tmp_path)
-    port = free_port()
-    process = _spawn(port, {**service_env, **env}, "--config.file", str(config))
-    try:
-        await _wait_healthy(port)
-        await asyncio.sleep(1.5)  # the stuck probe has started and timed out once
+    # settle: the stuck probe has started and timed out once.
+    async with _daemon_process(
+        free_port(), {**service_env, **env}, "--config.file", str(config), settle=1.5
+    ) as process:
         process.send_signal(signal.SIGTERM)
-        t0 = time.monotonic()
-        _, stderr = await asyncio.to_thread(process.communicate, timeout=30)
-        elapsed = time.monotonic() - t0
-    finally:
-        if process.poll() is None:
-            process.kill()
+        stderr, elapsed = await _exit(process)
     assert process.returncode == 0, stderr
     assert elapsed < bound
     assert '"exporter_stopped"' in stderr
@@ -226,21 +235,14 @@ async def test_second_sigint_during_shutdown_exits_130_at_once(
 ) -> None:
     """A second SIGINT while the graceful stop waits on a stuck task exits 130 immediately."""
     env, config = _stuck_probe_setup("cancel-swallowing", tmp_path)
-    port = free_port()
-    process = _spawn(port, {**service_env, **env}, "--config.file", str(config))
-    try:
-        await _wait_healthy(port)
-        await asyncio.sleep(1.5)
+    async with _daemon_process(
+        free_port(), {**service_env, **env}, "--config.file", str(config), settle=1.5
+    ) as process:
         process.send_signal(signal.SIGINT)
         await asyncio.sleep(0.5)  # the stop now waits for the stuck probe loop
         assert process.poll() is None
         process.send_signal(signal.SIGINT)
-        t0 = time.monotonic()
-        _, stderr = await asyncio.to_thread(process.communicate, timeout=30)
-        elapsed = time.monotonic() - t0
-    finally:
-        if process.poll() is None:
-            process.kill()
+        stderr, elapsed = await _exit(process)
     assert process.returncode == 130, stderr
     assert elapsed < 2
     assert '"exporter_forced_exit"' in stderr
