@@ -301,7 +301,11 @@ class KafkaProbe:
         # Shielded for the reason ProbeClients._start gives (a cancelled bootstrap leaks its
         # connection): one cut off by the probe's timeout finishes in the background, and
         # the reset that the cancelled run queued behind it then closes it.
-        return await asyncio.shield(self._kafka.admin())
+        bootstrap = asyncio.ensure_future(self._kafka.admin())
+        # If this run is cancelled, nobody awaits the bootstrap: read its outcome here so a
+        # late failure is not reported as "Task exception was never retrieved".
+        bootstrap.add_done_callback(_consume_outcome)
+        return await asyncio.shield(bootstrap)
 
     async def _drop_clients(self) -> None:
         # Shielded: closing finishes even when the runner's timeout cancels this run.
@@ -326,3 +330,9 @@ class KafkaProbe:
             return exc
         # Only the type: the cause's text may name hosts and users (the runner redacts too).
         return ProbeError(reason.value, f"bootstrap broker: {type(cause).__name__}")
+
+
+def _consume_outcome(task: asyncio.Future[Any]) -> None:
+    """Mark a background task's exception as seen (its caller reports failures itself)."""
+    if not task.cancelled():
+        task.exception()
