@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
 import pytest
@@ -284,18 +284,27 @@ async def test_repeated_hangs_grow_the_streak_even_past_reset_after(make: Make) 
     )
 
 
-async def test_watchdog_does_not_cut_short_the_cleanup_of_a_stopped_run(make: Make) -> None:
-    """A run being cancelled on request may stay silent past its hang timeout while it cleans up."""
-    supervisor, _ = make()
-    cleaned_up: list[bool] = []
+def _waits_then_cleans_up(
+    cleanup_seconds: float, cleaned_up: list[bool]
+) -> Callable[[Heartbeat], Awaitable[None]]:
+    """Return a task that waits forever, then takes ``cleanup_seconds`` to clean up."""
 
-    async def slow_cleanup(heartbeat: Heartbeat) -> None:
+    async def run(heartbeat: Heartbeat) -> None:
         heartbeat.ready()
         try:
             await asyncio.Event().wait()
         finally:
-            await asyncio.sleep(0.15)  # three hang timeouts without a beat
+            await asyncio.sleep(cleanup_seconds)
             cleaned_up.append(True)
+
+    return run
+
+
+async def test_watchdog_does_not_cut_short_the_cleanup_of_a_stopped_run(make: Make) -> None:
+    """A run being cancelled on request may stay silent past its hang timeout while it cleans up."""
+    supervisor, _ = make()
+    cleaned_up: list[bool] = []
+    slow_cleanup = _waits_then_cleans_up(0.15, cleaned_up)  # three hang timeouts, no beat
 
     with capture_logs() as logs:
         supervisor.create(slow_cleanup, name="slow", restart=fast(), hang_timeout=0.05)
@@ -531,14 +540,7 @@ async def test_cancelling_the_caller_of_cancel_all_does_not_stop_the_shutdown(ma
     """The caller of cancel_all sees its own cancellation while the shutdown carries on."""
     supervisor, _ = make()
     cleaned_up: list[bool] = []
-
-    async def slow_cleanup(heartbeat: Heartbeat) -> None:
-        heartbeat.ready()
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await asyncio.sleep(0.05)
-            cleaned_up.append(True)
+    slow_cleanup = _waits_then_cleans_up(0.05, cleaned_up)
 
     supervisor.create(slow_cleanup, name="slow")
     assert await supervisor.wait_ready("slow", timeout=1.0)
