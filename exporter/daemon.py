@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 from exporter import __version__
 from exporter.config import IngestSettings
 from exporter.errors import ExporterError
+from exporter.history import ProbeHistory
 from exporter.manifest import connector_infos
 from exporter.probes.base import Probe
 from exporter.provisioner import InstitutionalIngestProvisioner, InstitutionalIngestServices
@@ -61,7 +62,10 @@ class Daemon:
         config_file = settings.web.config_file
         self.web_config = load_web_config(config_file) if config_file else WebConfig()
         self.redactor = redactor or Redactor()
-        self.state = ExporterState()
+        history = settings.history
+        self.state = ExporterState(
+            ProbeHistory(cycles=history.cycles, failed_cycles=history.failed_cycles)
+        )
         self.supervisor = TaskSupervisor(redact=self.redactor, on_change=self.state.touch)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(IngestCollector(self.state, tasks=self.supervisor.describe))
@@ -98,6 +102,8 @@ class Daemon:
             manifests=self.manifests,
             targets={services.name: services for services in self.services},
             probe_timeout=self.settings.probes.timeout_seconds,
+            tasks=self.supervisor.describe,
+            refresh_seconds=self.settings.probes.interval_seconds,
         )
         app = build_app(
             handlers,

@@ -11,6 +11,7 @@ import structlog
 from exporter.probes.base import ConnectivityReport
 from exporter.state import ExporterState
 from exporter.supervisor import Heartbeat
+from exporter.telemetry.cycle_log import capture_cycle_log
 
 __all__ = ["IngestJob", "ProbeScheduler", "periodic"]
 
@@ -29,9 +30,10 @@ class _Reporter(Protocol):
 class ProbeScheduler:
     """Run one probe cycle per interval and store it in the snapshot."""
 
-    def __init__(self, services: _Reporter, *, interval: float) -> None:
+    def __init__(self, services: _Reporter, *, interval: float, log_lines: int = 100) -> None:
         self._services = services
         self.interval = interval
+        self.log_lines = log_lines
         self.cycles = 0
 
     async def run(self, heartbeat: Heartbeat) -> None:
@@ -40,10 +42,12 @@ class ProbeScheduler:
         next_at = loop.time()
         while True:
             heartbeat.beat()
-            report = await self._services.connectivity_report()
-            self._services.state.record(report)
+            # The cycle's own log lines, for its page under /probes/{id}.
+            with capture_cycle_log(self.log_lines) as cycle_log:
+                report = await self._services.connectivity_report()
+                _log_report(report)
+            self._services.state.record(report, cycle_log.close(), dropped=cycle_log.dropped)
             self.cycles += 1
-            _log_report(report)
             heartbeat.ready()
             next_at = max(next_at + self.interval, loop.time())
             await asyncio.sleep(next_at - loop.time())
