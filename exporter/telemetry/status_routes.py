@@ -24,7 +24,7 @@ from exporter.telemetry.status_view import StatusView
 __all__ = ["StatusPages", "wants_json"]
 
 _MEDIA_RANGE = re.compile(r"^\s*([^;\s]+)\s*(.*)$")
-_Q = re.compile(r";\s*q\s*=\s*([0-9.]+)")
+_Q = re.compile(r";\s*q\s*=\s*([^;\s]*)")
 _CYCLE_ID = re.compile(r"^[0-9]{1,18}$")
 _MAX_REFRESH = 3_600
 
@@ -53,6 +53,8 @@ def wants_json(accept: str | None) -> bool:
         try:
             quality = float(q.group(1)) if q else 1.0
         except ValueError:
+            quality = 0.0
+        if not 0.0 <= quality <= 1.0:  # NaN too: an unreadable weight asks for nothing
             quality = 0.0
         best[media] = max(best.get(media, 0.0), quality)
     json_q = best.get("application/json", 0.0)
