@@ -146,9 +146,10 @@ def sparkline(points: Sequence[Mapping[str, Any]]) -> str:
         return '<span class="age">no cycle yet</span>'
     values = [float(p["latency_seconds"]) for p in points]
     top = max(values) or 1.0
-    step = _SPARK_WIDTH / max(len(values) - 1, 1)
+    # A 2-unit margin all round, so the dots of the first and last cycles are not clipped.
+    step = (_SPARK_WIDTH - 4) / max(len(values) - 1, 1)
     xy = [
-        (i * step, _SPARK_HEIGHT - 2 - (v / top) * (_SPARK_HEIGHT - 4))
+        (2 + i * step, _SPARK_HEIGHT - 2 - (v / top) * (_SPARK_HEIGHT - 4))
         for i, v in enumerate(values)
     ]
     line = " ".join(f"{x:.1f},{y:.1f}" for x, y in xy)

@@ -61,8 +61,9 @@ class Browser:
 
     def collect(self) -> None:
         """Move the browser's console and performance logs (drained on read) into the lists."""
-        self.console += self.driver.get_log("browser")
-        for entry in self.driver.get_log("performance"):
+        # get_log is untyped in Selenium: it returns a list of dicts.
+        self.console += self.driver.get_log("browser")  # type: ignore[no-untyped-call]
+        for entry in self.driver.get_log("performance"):  # type: ignore[no-untyped-call]
             message = json.loads(entry["message"])["message"]
             if message["method"] == "Network.requestWillBeSent":
                 self.requests.append(message["params"]["request"]["url"])
@@ -110,12 +111,14 @@ async def private_redis(
     await servers.close()
 
 
-def _status(connector: str) -> Callable[[webdriver.Chrome], str]:
-    def read(driver: webdriver.Chrome) -> str:
-        row = driver.find_element(By.CSS_SELECTOR, f'tr.connector[data-connector="{connector}"]')
-        return str(row.get_attribute("data-status"))
+def _status(driver: webdriver.Chrome, connector: str) -> str:
+    row = driver.find_element(By.CSS_SELECTOR, f'tr.connector[data-connector="{connector}"]')
+    return str(row.get_attribute("data-status"))
 
-    return read
+
+def _shows(connector: str, status: str) -> Callable[[webdriver.Chrome], bool]:
+    """Return a wait condition: the connector's row has ``status``."""
+    return lambda driver: _status(driver, connector) == status
 
 
 def _since(row: str) -> float:
@@ -165,7 +168,7 @@ async def _walk(browser: Browser, base: str, stop_redis: Callable[[], Any]) -> N
     driver = browser.driver
     await asyncio.to_thread(driver.get, base + "/")
     for connector in ("timescale", "redis", "kafka"):
-        await asyncio.to_thread(browser.wait, lambda d, c=connector: _status(c)(d) == "ok", 30)
+        await asyncio.to_thread(browser.wait, _shows(connector, "ok"), 30)
     assert "refresh" in driver.page_source  # the page reloads itself: nobody reloads it below
     await asyncio.to_thread(browser.shot, "healthy")
     await asyncio.to_thread(browser.collect)
@@ -173,12 +176,12 @@ async def _walk(browser: Browser, base: str, stop_redis: Callable[[], Any]) -> N
     before = time.time()
     await stop_redis()
     stopped = time.time()
-    await asyncio.to_thread(browser.wait, lambda d: _status("redis")(d) == "down", 15)
+    await asyncio.to_thread(browser.wait, _shows("redis", "down"), 15)
     row = await asyncio.to_thread(browser.wait, lambda d: browser.row("redis"), 5)
     assert '<td class="reason" data-label="reason">refused</td>' in row, row
     since = _since(row)
     assert before <= since <= stopped + INTERVAL, (before, since, stopped)
-    assert _status("timescale")(driver) == "ok"
+    assert _status(driver, "timescale") == "ok"
     await asyncio.to_thread(browser.shot, "failed")
     await asyncio.to_thread(browser.collect)
 
