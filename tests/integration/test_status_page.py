@@ -1,0 +1,117 @@
+"""The status pages against the real stack: no secret on any page, no I/O on any render."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import aiohttp
+import pytest
+import redis.asyncio as aioredis
+
+from exporter.config import IngestSettings
+
+from .conftest import running_daemon, wait_for
+from .daemon_process import DaemonProcess
+from .redis_instance import RedisServers
+
+CANARY = "Canary-pw-2903-status"
+PAGES = ("/", "/?refresh=0", "/probes", "/api/v1/status", "/api/v1/probes")
+OTHERS = ("/metrics", "/-/ready", "/api/v1/manifest", "/api/v1/connectivity", "/api/v1/failover")
+
+
+def _with_password(url: str, password: str) -> str:
+    parts = urlsplit(url)
+    user = parts.username or "default"
+    netloc = f"{user}:{quote(password, safe='')}@{parts.hostname}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+async def _get(session: aiohttp.ClientSession, url: str, **headers: str) -> str:
+    async with session.get(url, headers=headers) as response:
+        assert response.status == 200, url
+        return await response.text()
+
+
+async def test_canary_password_never_appears_on_any_page(
+    service_env: dict[str, str], tmp_path: Path
+) -> None:
+    """With a canary password in every URL, no page, JSON view or cycle detail shows it."""
+    daemon = DaemonProcess(
+        {
+            "TIMESCALEDB_URL": _with_password(service_env["TIMESCALEDB_URL"], CANARY),
+            "REDIS_URL": _with_password(service_env["REDIS_URL"], CANARY),
+            "KAFKA_BOOTSTRAP_SERVERS": service_env["KAFKA_BOOTSTRAP_SERVERS"],
+            "INGEST_PROBE_INTERVAL_SECONDS": "0.5",
+            "INGEST_PROBE_TIMEOUT_SECONDS": "2",
+            "KAFKA_MANIFEST_PUBLISH": "false",
+            "INGEST_LOG_LEVEL": "debug",  # the most a cycle can capture and a log can say
+        },
+        tmp_path / "daemon.log",
+    )
+    base = await asyncio.to_thread(daemon.start)
+    bodies: dict[str, str] = {}
+    try:
+        async with aiohttp.ClientSession() as session:
+            cycles: list[dict[str, Any]] = []
+            for _ in range(100):
+                listing = await (await session.get(base + "/api/v1/probes")).json()
+                cycles = listing["deployments"][0]["cycles"]
+                if len(cycles) >= 2:
+                    break
+                await asyncio.sleep(0.1)
+            assert len(cycles) >= 2, "two probe cycles did not finish within 10 s"
+            paths = [*PAGES, *OTHERS]
+            paths += [f"/probes/{c['id']}" for c in cycles]
+            paths += [f"/api/v1/probes/{c['id']}" for c in cycles]
+            for path in paths:
+                bodies[path] = await _get(session, base + path)
+            for path in ("/", "/probes", f"/probes/{cycles[0]['id']}"):
+                bodies[f"{path} (json)"] = await _get(
+                    session, base + path, Accept="application/json"
+                )
+    finally:
+        await asyncio.to_thread(daemon.stop)
+    leaks = [path for path, body in bodies.items() if CANARY in body]
+    assert not leaks, leaks
+    # Not vacuous: the pages did show the failures the canary caused, with their log lines.
+    index = bodies["/"]
+    assert 'data-connector="timescale" data-status="down"' in index
+    assert '<td class="reason" data-label="reason">auth</td>' in index
+    detail = bodies[f"/probes/{cycles[-1]['id']}"]
+    assert detail.count('<tr class="log-line"') >= 3
+    assert CANARY not in daemon.log.read_text()
+
+
+@pytest.fixture
+async def private_redis(service_env: dict[str, str], tmp_path: Path) -> AsyncIterator[int]:
+    """Start a private redis-server whose command counters only this test moves."""
+    servers = RedisServers(service_env["INGEST_REDIS_SERVER"], tmp_path)
+    yield await servers.start()
+    await servers.close()
+
+
+async def test_rendering_the_pages_sends_nothing_to_a_service(
+    settings_factory: Callable[..., IngestSettings], private_redis: int
+) -> None:
+    """Two hundred page renders leave the watched Redis's command counter where it was."""
+    settings = settings_factory(REDIS_URL=f"redis://127.0.0.1:{private_redis}/0")
+    client = aioredis.Redis(host="127.0.0.1", port=private_redis)
+    async with running_daemon(settings) as (daemon, base), aiohttp.ClientSession() as session:
+        await wait_for(lambda: daemon.state.ready, timeout=15)
+        # Only page renders may run from here on: no probe cycle, no cache refresh.
+        await daemon.supervisor.cancel_all(timeout=5)
+        (cycle,) = daemon.state.history.cycles("local")[:1]
+        before = await client.info("stats")
+        for _ in range(40):
+            for path in ("/", "/probes", f"/probes/{cycle.id}", "/api/v1/status"):
+                await _get(session, base + path)
+            await _get(session, base + "/", Accept="application/json")
+        after = await client.info("stats")
+    await client.aclose()
+    # The second INFO counts the first one, and nothing else happened on the server.
+    assert after["total_commands_processed"] - before["total_commands_processed"] == 1
+    assert after["total_connections_received"] == before["total_connections_received"]
