@@ -49,6 +49,7 @@ class ProbeCycle:
     log_lines: tuple[LogLine, ...] = ()
     log_lines_dropped: int = 0
     latencies: Mapping[str, LatencyPoint] = field(default_factory=dict)
+    failed_checks: int = 0
 
     @property
     def ok(self) -> bool:
@@ -65,7 +66,7 @@ class ProbeCycle:
             "duration_seconds": round(report.duration_seconds, 6),
             "ok": report.ok,
             "trace_id": report.trace_id,
-            "failed_checks": sum(not r.ok for r in report.results),
+            "failed_checks": self.failed_checks,
         }
 
     def as_dict(self) -> dict[str, Any]:
@@ -122,15 +123,16 @@ class ProbeHistory:
                     (deployment, connector), deque(maxlen=SPARKLINE_POINTS)
                 )
                 spark.append(point)
-        cycle = ProbeCycle(cycle_id, report, tuple(log_lines), dropped, latencies)
+        failed = sum(not r.ok for r in report.results)
+        cycle = ProbeCycle(cycle_id, report, tuple(log_lines), dropped, latencies, failed)
         self._by_id[cycle_id] = cycle
         recent = self._recent.setdefault(deployment, deque())
-        failed = self._failed.setdefault(deployment, deque())
+        failures = self._failed.setdefault(deployment, deque())
         recent.append(cycle)
         if not cycle.ok and self._failed_limit:
-            failed.append(cycle)
-        self._trim(recent, self._limit, failed)
-        self._trim(failed, self._failed_limit, recent)
+            failures.append(cycle)
+        self._trim(recent, self._limit, failures)
+        self._trim(failures, self._failed_limit, recent)
         return cycle
 
     def _trim(self, window: deque[ProbeCycle], limit: int, other: deque[ProbeCycle]) -> None:
