@@ -16,7 +16,7 @@ from typing import Any
 from exporter.probes.base import ConnectivityReport, Reason, Status
 from exporter.telemetry.cycle_log import LogLine
 
-__all__ = ["LatencyPoint", "ProbeCycle", "ProbeHistory", "StatusSince"]
+__all__ = ["SPARKLINE_POINTS", "LatencyPoint", "ProbeCycle", "ProbeHistory", "StatusSince"]
 
 #: Cycles drawn in a connector's latency sparkline.
 SPARKLINE_POINTS = 30

@@ -22,7 +22,7 @@ __all__ = ["RECENT_ON_INDEX", "StatusView", "task_view"]
 RECENT_ON_INDEX = 10
 
 #: The endpoints the pages link to, with what each one is.
-LINKS: tuple[tuple[str, str], ...] = (
+_LINKS: tuple[tuple[str, str], ...] = (
     ("/probes", "recent probe cycles"),
     ("/metrics", "Prometheus metrics"),
     ("/-/healthy", "liveness"),
@@ -95,7 +95,7 @@ class StatusView:
     def links(self) -> list[dict[str, str]]:
         """Return the endpoint links, with one on-demand ``/probe`` per deployment."""
         probes = ((f"/probe?target={n}", f"probe {n} now") for n in self.targets)
-        return [{"href": href, "text": text} for href, text in (*LINKS, *probes)]
+        return [{"href": href, "text": text} for href, text in (*_LINKS, *probes)]
 
     def status(self) -> dict[str, Any]:
         """Return the view of ``/``: every deployment's connectors, checks and recent cycles."""
