@@ -38,6 +38,8 @@ class StatusSince:
     status: Status
     reason: Reason | None
     since: float
+    #: The status was already there at the first probe: it may be older than ``since``.
+    initial: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,11 +150,13 @@ class ProbeHistory:
     def _note(self, deployment: str, connector: str, check: str, seen: StatusSince) -> None:
         key = (deployment, connector, check)
         known = self._since.get(key)
-        if known is None or known.status is not seen.status:
+        if known is None:
+            self._since[key] = StatusSince(seen.status, seen.reason, seen.since, initial=True)
+        elif known.status is not seen.status:
             self._since[key] = seen
         elif known.reason is not seen.reason:
             # Same status, another reason: keep when it began, show the current reason.
-            self._since[key] = StatusSince(seen.status, seen.reason, known.since)
+            self._since[key] = StatusSince(seen.status, seen.reason, known.since, known.initial)
 
     @property
     def deployments(self) -> list[str]:

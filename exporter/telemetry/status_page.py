@@ -17,6 +17,8 @@ __all__ = ["render_cycle", "render_probes", "render_status"]
 
 View = Mapping[str, Any]
 
+# A status seen at the exporter's first probe may be older than that probe.
+_FIRST_PROBE = {True: ' <span class="age" title="or earlier">· first probe</span>', False: ""}
 _TASK_KIND = {"running": "ok", "backoff": "degraded", "failed": "down", "pending": "unknown"}
 # Shown in their own columns of a log line; the other keys are listed after the event.
 _LOG_COLUMNS = ("timestamp", "level", "event")
@@ -49,7 +51,7 @@ def _status_cells(row: View, now: float) -> str:
         _td(badge(row["status"]))
         + _td(esc(row["reason"] or "-"), "reason", "reason")
         + _td(duration(row["latency_seconds"]), "num", "latency")
-        + _td(when(row["since"], now), "since", "since")
+        + _td(when(row["since"], now) + _FIRST_PROBE[row["since_first_probe"]], "since", "since")
     )
 
 

@@ -49,8 +49,11 @@ def task_view(task: Any) -> dict[str, Any]:
     }
 
 
-def _since(seen: StatusSince | None) -> float | None:
-    return None if seen is None else seen.since
+def _since(seen: StatusSince | None) -> dict[str, Any]:
+    """Return ``since`` and ``since_first_probe`` (the status may be older than the exporter)."""
+    if seen is None:
+        return {"since": None, "since_first_probe": False}
+    return {"since": seen.since, "since_first_probe": seen.initial}
 
 
 def _check(result: ProbeResult, since: StatusSince | None) -> dict[str, Any]:
@@ -61,7 +64,7 @@ def _check(result: ProbeResult, since: StatusSince | None) -> dict[str, Any]:
         "latency_seconds": round(result.latency_seconds, 6),
         "detail": result.detail,
         "checked_at": result.checked_at,
-        "since": _since(since),
+        **_since(since),
     }
 
 
@@ -149,7 +152,7 @@ class StatusView:
             if results
             else None,
             "checked_at": max(r.checked_at for r in results) if results else None,
-            "since": _since(seen),
+            **_since(seen),
             "checks": [_check(r, history.since(deployment, name, r.check)) for r in results],
             "latency_history": [
                 {"cycle": p.cycle, "latency_seconds": round(p.latency_seconds, 6), "up": p.up}

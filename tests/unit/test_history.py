@@ -69,7 +69,7 @@ def test_since_moves_only_when_the_status_changes() -> None:
     history.add(_report(110.0))
     redis = history.since("eu", "redis")
     assert redis is not None
-    assert (redis.status, redis.since) == (Status.OK, 100.001)
+    assert (redis.status, redis.since, redis.initial) == (Status.OK, 100.001, True)
     history.add(_report(120.0, redis=Status.DOWN, reason=Reason.REFUSED))
     history.add(_report(130.0, redis=Status.DOWN, reason=Reason.TIMEOUT))
     redis = history.since("eu", "redis")
@@ -79,8 +79,10 @@ def test_since_moves_only_when_the_status_changes() -> None:
     assert ping is not None
     assert memory is not None
     assert (redis.status, redis.reason, redis.since) == (Status.DOWN, Reason.TIMEOUT, 120.001)
+    assert redis.initial is False
     assert ping.since == 120.001
     assert memory.since == 100.001  # the memory check never changed
+    assert memory.initial is True
     history.add(_report(140.0))
     back = history.since("eu", "redis")
     assert back is not None

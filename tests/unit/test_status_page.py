@@ -116,6 +116,8 @@ async def test_status_page_shows_status_reason_since_and_sparkline() -> None:
     assert since.group(2).endswith(" UTC")
     assert time.strftime("%H:%M:%S", time.gmtime(now - 20)) in since.group(2)
     assert "(20 s ago)" in redis or "(21 s ago)" in redis
+    assert "first probe" not in redis  # it went down after the first cycle
+    assert "first probe" in _row(page, "connector", connector="kafka")
     assert redis.count("<polyline") == 1
     assert redis.count("<circle") == 2  # the two cycles it was down
     assert "redis://user:***@db.internal" in redis
@@ -286,6 +288,7 @@ async def test_status_json_has_what_the_page_shows() -> None:
     redis = next(c for c in eu["connectors"] if c["name"] == "redis")
     assert (redis["status"], redis["reason"], redis["up"]) == ("down", "refused", False)
     assert redis["since"] == pytest.approx(now)
+    assert redis["since_first_probe"] is False
     assert [p["up"] for p in redis["latency_history"]] == [True, False]
     assert redis["checks"][0]["name"] == "ping"
     assert [t["name"] for t in data["tasks"]] == ["probe-loop:eu", "kafka-bridge:eu"]
