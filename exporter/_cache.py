@@ -13,6 +13,8 @@ from typing import Any
 
 import structlog
 
+from exporter.reasons import Reason
+
 __all__ = [
     "GET_SCRIPT",
     "REPAIR_SCRIPT",
@@ -172,7 +174,7 @@ class OutageLog:
         """Tell whether a failure was logged and no success followed yet."""
         return bool(self._logged)
 
-    def failed(self, operation: str, reason: str, event: str = "cache_unavailable") -> None:
+    def failed(self, operation: str, reason: Reason, event: str = "cache_unavailable") -> None:
         """Count a failure; log it if it is the operation's first in this outage."""
         self._failures += 1
         if operation in self._logged:
@@ -180,7 +182,7 @@ class OutageLog:
         if not self._logged:
             self._since = time.monotonic()
         self._logged.add(operation)
-        _log.warning(event, operation=operation, reason=reason, namespace=self._namespace)
+        _log.warning(event, operation=operation, reason=reason.value, namespace=self._namespace)
 
     def recovered(self) -> None:
         """End the outage (if any) with one ``cache_recovered`` line."""

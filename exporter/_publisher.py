@@ -15,7 +15,7 @@ from aiokafka.errors import for_code
 
 from exporter.connectors.kafka import KafkaConnector
 from exporter.errors import ConnectorError, ExporterError
-from exporter.probes.classify import classify
+from exporter.reasons import classify
 from exporter.redaction import MASK, is_secret_key
 
 __all__ = [
@@ -110,12 +110,12 @@ async def ensure_compacted_topic(
         if code in (0, _TOPIC_ALREADY_EXISTS):  # created, or created by someone else meanwhile
             continue
         error = for_code(code)
-        reason = classify(error()).value
+        reason = classify(error())
         _log.error(
             "manifest_topic_missing",
             deployment=deployment,
             topic=topic,
-            reason=reason,
+            reason=reason.value,
             error_type=error.__name__,
         )
         raise ConnectorError(

@@ -26,7 +26,7 @@ from exporter.config import DimensionSettings, KafkaSettings
 from exporter.connectors.kafka import KafkaConnector
 from exporter.errors import ConfigError, ConnectorError
 from exporter.events import DeliveryError, EventBus, IngestEvent, decode_payload
-from exporter.probes.classify import classify
+from exporter.reasons import Reason, classify
 from exporter.supervisor import Heartbeat
 from exporter.telemetry.spec import MetricSpec, spec
 
@@ -188,7 +188,7 @@ class KafkaIngestBridge:
                 ready = True
                 heartbeat.ready()
             elif not self._joined and loop.time() - started > self._join_timeout:
-                raise ConnectorError(self._connector.name, "timeout", "consumer group join")
+                raise ConnectorError(self._connector.name, Reason.TIMEOUT, "consumer group join")
             changed = False
             if batch:
                 await self._deliver(consumer, batch)
@@ -215,13 +215,14 @@ class KafkaIngestBridge:
         if missing := sorted(set(self._topics) - topics):
             for topic in missing:
                 self._log.error("bridge_topic_missing", topic=topic, dimension=self._topics[topic])
-            raise ConnectorError(self._connector.name, "missing", "topic " + ", ".join(missing))
+            what = "topic " + ", ".join(missing)
+            raise ConnectorError(self._connector.name, Reason.MISSING, what)
 
     def _unreachable(self, exc: Exception, what: str) -> ConnectorError:
         self._lost = True
-        reason = classify(exc).value
+        reason = classify(exc)
         error_type = type(exc).__name__
-        self._log.warning("bridge_cluster_unreachable", reason=reason, error_type=error_type)
+        self._log.warning("bridge_cluster_unreachable", reason=reason.value, error_type=error_type)
         return ConnectorError(self._connector.name, reason, what)
 
     # -- delivery --------------------------------------------------------------------------
@@ -315,8 +316,8 @@ class KafkaIngestBridge:
             return False
         except Exception as exc:
             self._lost = True
-            reason = classify(exc).value
-            self._log.warning("bridge_commit_failed", reason=reason)
+            reason = classify(exc)
+            self._log.warning("bridge_commit_failed", reason=reason.value)
             raise ConnectorError(self._connector.name, reason, "offset commit") from exc
         for tp, offset in offsets.items():
             key = (tp.topic, tp.partition)

@@ -42,7 +42,7 @@ from exporter._cache import (
 from exporter.config import RedisCacheSettings
 from exporter.connectors.redis import RedisConnector
 from exporter.errors import ConnectorError
-from exporter.probes.classify import classify
+from exporter.reasons import Reason, classify
 from exporter.telemetry.spec import MetricSpec, spec
 
 if TYPE_CHECKING:
@@ -267,7 +267,7 @@ class RedisCache:
                 )
         except _UNAVAILABLE as exc:
             self._retry_at = asyncio.get_running_loop().time() + self._retry_after
-            raise ConnectorError("redis-cache", classify(exc).value) from exc
+            raise ConnectorError("redis-cache", classify(exc)) from exc
         self._succeeded()
         fields = {
             (k.decode() if isinstance(k, bytes) else k): int(v)
@@ -372,8 +372,8 @@ class RedisCache:
         self._succeeded()
         return True, result
 
-    def _failed(self, operation: str, exc: BaseException) -> str:
-        reason = classify(exc).value
+    def _failed(self, operation: str, exc: BaseException) -> Reason:
+        reason = classify(exc)
         self._retry_at = asyncio.get_running_loop().time() + self._retry_after
         self._outage.failed(operation, reason)
         return reason

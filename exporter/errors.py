@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from exporter.reasons import Reason
+
 __all__ = [
     "ConfigError",
     "ConnectorError",
@@ -32,11 +34,11 @@ class ConnectorError(ExporterError):
 
     retriable = True
 
-    def __init__(self, connector: str, reason: str, detail: str = "") -> None:
+    def __init__(self, connector: str, reason: Reason, detail: str = "") -> None:
         self.connector = connector
-        self.reason = reason
+        self.reason = _checked(reason)
         self.detail = detail
-        message = f"{connector}: {reason}"
+        message = f"{connector}: {reason.value}"
         super().__init__(f"{message} ({detail})" if detail else message)
 
 
@@ -45,11 +47,18 @@ class ProbeError(ExporterError):
 
     retriable = True
 
-    def __init__(self, reason: str, detail: str = "") -> None:
-        self.reason = reason
+    def __init__(self, reason: Reason, detail: str = "") -> None:
+        self.reason = _checked(reason)
         self.detail = detail
-        super().__init__(f"{reason}: {detail}" if detail else reason)
+        super().__init__(f"{reason.value}: {detail}" if detail else reason.value)
 
 
 class SupervisorError(ExporterError):
     """Report misuse of the task supervisor (duplicate names, use after shutdown)."""
+
+
+def _checked(reason: object) -> Reason:
+    """Return ``reason``; refuse a bare string, which mypy lets through from untyped callers."""
+    if not isinstance(reason, Reason):
+        raise TypeError(f"reason must be a Reason member, got {type(reason).__name__}")
+    return reason

@@ -39,7 +39,7 @@ from exporter._publisher import (
 )
 from exporter.connectors.kafka import KafkaConnector
 from exporter.errors import ConnectorError, ExporterError
-from exporter.probes.classify import classify
+from exporter.reasons import classify
 from exporter.telemetry.spec import MetricSpec, spec
 
 if TYPE_CHECKING:
@@ -239,7 +239,7 @@ class ManifestPublisher:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.deadline):
                         await self.kafka.reset()
-            reason = classify(exc).value
+            reason = classify(exc)
             raise ConnectorError(self.kafka.name, reason, f"manifest {stage} failed") from exc
         finally:
             if producer is not None:

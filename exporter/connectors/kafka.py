@@ -13,6 +13,7 @@ from aiokafka.conn import create_conn
 from exporter.config import KafkaSettings
 from exporter.connectors.base import Connector, ConnectorState
 from exporter.errors import ConnectorError
+from exporter.reasons import Reason
 
 __all__ = ["KafkaConnector"]
 
@@ -66,7 +67,7 @@ class KafkaConnector(Connector):
             if self.state is ConnectorState.STOPPED:
                 # A late caller (a /probe request racing shutdown) must not open a client
                 # that nothing would close.
-                raise ConnectorError(self.name, "error", "connector stopped")
+                raise ConnectorError(self.name, Reason.ERROR, "connector stopped")
             options = self.client_options()
             options.pop("retry_backoff_ms")
             admin = AIOKafkaAdminClient(**options)
@@ -105,7 +106,8 @@ class KafkaConnector(Connector):
                 return exc
             # TCP connected (a refusal is another error), then the peer dropped the
             # handshake: what a plaintext listener does with a TLS ClientHello.
-            error = ConnectorError(self.name, "tls", "connection reset during the TLS handshake")
+            what = "connection reset during the TLS handshake"
+            error = ConnectorError(self.name, Reason.TLS, what)
             error.__cause__ = exc
             return error
         except Exception as exc:  # noqa: BLE001 - the failure is the answer

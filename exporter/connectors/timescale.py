@@ -11,6 +11,7 @@ import asyncpg
 from exporter.config import TimescaleSettings
 from exporter.connectors.base import Connector
 from exporter.errors import ConnectorError
+from exporter.reasons import Reason
 
 __all__ = ["TimescaleConnector"]
 
@@ -56,7 +57,7 @@ class TimescaleConnector(Connector):
     async def acquire(self) -> AsyncIterator[Any]:
         """Lend a pooled connection (asyncpg ``Connection``) bounded by the connect timeout."""
         if self._pool is None:
-            raise ConnectorError(self.name, "error", "connector not started")
+            raise ConnectorError(self.name, Reason.ERROR, "connector not started")
         async with self._pool.acquire(timeout=self.connect_timeout) as connection:
             yield connection
 

@@ -17,8 +17,8 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from exporter.errors import ProbeError
-from exporter.probes.base import Check, Reason, Status
-from exporter.probes.classify import classify
+from exporter.probes.base import Check, Status
+from exporter.reasons import Reason, classify
 
 __all__ = [
     "DIMENSIONS",
@@ -321,7 +321,7 @@ class Session:
         # cancel did not finish in time): report the cause, not the closed-socket symptom.
         if self._timed_out and reason is not Reason.TIMEOUT:
             reason = Reason.TIMEOUT
-        return ConnectionLost(reason.value, f"connection lost: {brief(exc)}")
+        return ConnectionLost(reason, f"connection lost: {brief(exc)}")
 
     async def guarded(
         self, names: Sequence[str], step: Callable[[], Awaitable[list[Check]]]

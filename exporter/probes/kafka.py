@@ -37,8 +37,8 @@ from exporter.connectors.kafka import KafkaConnector
 from exporter.errors import ProbeError
 from exporter.probes._kafka_clients import CANARY_PARTITION, ProbeClients, canary_round_trip
 from exporter.probes._kafka_lag import LagReader
-from exporter.probes.base import Check, Measurement, Reason, Status
-from exporter.probes.classify import classify
+from exporter.probes.base import Check, Measurement, Status
+from exporter.reasons import Reason, classify
 from exporter.telemetry.spec import REFRESHED, MetricSpec, spec
 
 __all__ = ["DEADLINE_SHARE", "METRIC_SPECS", "KafkaProbe", "topics_check"]
@@ -324,12 +324,12 @@ class KafkaProbe:
             async with asyncio.timeout_at(deadline):
                 cause = await self._kafka.diagnose()
         except TimeoutError:
-            return ProbeError(Reason.TIMEOUT.value, "no answer from the bootstrap broker in time")
+            return ProbeError(Reason.TIMEOUT, "no answer from the bootstrap broker in time")
         reason = Reason.ERROR if cause is None else classify(cause)
         if reason is Reason.ERROR:
             return exc
         # Only the type: the cause's text may name hosts and users (the runner redacts too).
-        return ProbeError(reason.value, f"bootstrap broker: {type(cause).__name__}")
+        return ProbeError(reason, f"bootstrap broker: {type(cause).__name__}")
 
 
 def _consume_outcome(task: asyncio.Future[Any]) -> None:

@@ -25,8 +25,8 @@ from typing import Any
 
 from exporter.config import RedisCacheSettings
 from exporter.connectors.redis import RedisConnector
-from exporter.probes.base import Check, Measurement, Reason, Status
-from exporter.probes.classify import classify
+from exporter.probes.base import Check, Measurement, Status
+from exporter.reasons import Reason, classify
 from exporter.telemetry.spec import REFRESHED, MetricSpec, spec
 
 __all__ = [

@@ -22,10 +22,9 @@ from exporter.probes.base import (
     Measurement,
     Probe,
     ProbeResult,
-    Reason,
     Status,
 )
-from exporter.probes.classify import classify
+from exporter.reasons import Reason, classify
 from exporter.telemetry.tracing import span_ids
 
 __all__ = ["ProbeRunner", "merge_probes"]

@@ -32,8 +32,8 @@ from exporter.config import DimensionSettings
 from exporter.connectors.timescale import TimescaleConnector
 from exporter.errors import ProbeError
 from exporter.probes import _timescale_sql as sql
-from exporter.probes.base import Check, Measurement, Reason, Status
-from exporter.probes.classify import classify
+from exporter.probes.base import Check, Measurement, Status
+from exporter.reasons import Reason, classify
 from exporter.telemetry.spec import REFRESHED, MetricSpec, spec
 
 __all__ = ["MAX_REPLICAS", "METRIC_SPECS", "TimescaleProbe"]
@@ -182,14 +182,14 @@ class TimescaleProbe:
                 except sql.ConnectionLost:
                     raise
                 except Exception as exc:
-                    raise ProbeError(classify(exc).value, f"SELECT 1: {sql.brief(exc)}") from exc
+                    raise ProbeError(classify(exc), f"SELECT 1: {sql.brief(exc)}") from exc
                 latency = time.perf_counter() - t0
                 return await self._checks(session, latency)
         except TimeoutError as exc:
             if acquired:
                 raise
             wait = self._timescale.connect_timeout
-            raise ProbeError(Reason.TIMEOUT.value, f"no connection within {wait:g}s") from exc
+            raise ProbeError(Reason.TIMEOUT, f"no connection within {wait:g}s") from exc
 
     def _dimension_check(self, dimension: DimensionSettings) -> str:
         return f"dimension:{dimension.name}"
