@@ -26,9 +26,9 @@ from exporter.config import DimensionSettings, KafkaSettings
 from exporter.connectors.kafka import KafkaConnector
 from exporter.errors import ConfigError, ConnectorError
 from exporter.events import DeliveryError, EventBus, IngestEvent, decode_payload
+from exporter.metricspec import MetricSpec, spec
 from exporter.reasons import Reason, classify
 from exporter.supervisor import Heartbeat
-from exporter.telemetry.spec import MetricSpec, spec
 
 __all__ = ["FAILURE_REASONS", "METRIC_SPECS", "KafkaIngestBridge"]
 

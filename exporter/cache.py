@@ -42,8 +42,8 @@ from exporter._cache import (
 from exporter.config import RedisCacheSettings
 from exporter.connectors.redis import RedisConnector
 from exporter.errors import ConnectorError
+from exporter.metricspec import MetricSpec, spec
 from exporter.reasons import Reason, classify
-from exporter.telemetry.spec import MetricSpec, spec
 
 if TYPE_CHECKING:
     from redis.commands.core import AsyncScript

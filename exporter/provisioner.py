@@ -115,7 +115,15 @@ class InstitutionalIngestServices:
             )
         self.publisher: ManifestPublisher | None = None
         if deployment.kafka.manifest_publish:
-            self.publisher = ManifestPublisher.for_services(self)
+            self.publisher = ManifestPublisher(
+                self.kafka,
+                deployment=self.name,
+                topic=deployment.kafka.manifest_topic,
+                interval=deployment.kafka.manifest_interval_seconds,
+                snapshot=self.manifest_snapshot,
+                redact=redactor,
+                on_change=state.touch,
+            )
         self._extra_probes = list(probes)
         self._jobs = self._plan_jobs(ingest)
         self._started = False
@@ -288,6 +296,10 @@ class InstitutionalIngestServices:
             self.settings, self.deployment, supervision=self.supervision(), live=live
         )
         return manifest.model_dump(mode="json")
+
+    def manifest_snapshot(self) -> dict[str, Any]:
+        """Return what the manifest publisher sends: the manifest and the failover metadata."""
+        return {"manifest": self.managed_manifest(), "failover": self.failover_metadata()}
 
     def failover_metadata(self) -> dict[str, Any] | None:
         """Return the failover-drill settings as JSON data, or ``None`` when drills are off."""

@@ -39,11 +39,10 @@ from exporter._publisher import (
 )
 from exporter.connectors.kafka import KafkaConnector
 from exporter.errors import ConnectorError, ExporterError
+from exporter.metricspec import MetricSpec, spec
 from exporter.reasons import classify
-from exporter.telemetry.spec import MetricSpec, spec
 
 if TYPE_CHECKING:
-    from exporter.provisioner import InstitutionalIngestServices
     from exporter.supervisor import Heartbeat
 
 __all__ = [
@@ -174,35 +173,6 @@ class ManifestPublisher:
         self.failures = 0
         #: Unix time of the last acknowledged document.
         self.last_published_at: float | None = None
-
-    @classmethod
-    def for_services(
-        cls, services: InstitutionalIngestServices, **options: Any
-    ) -> ManifestPublisher:
-        """Build the publisher of one services bundle from its settings.
-
-        Args:
-            services: The deployment's bundle (connector, redactor, state, manifest).
-            **options: More constructor arguments (``check_interval``, ``deadline``...).
-        """
-        kafka = services.deployment.kafka
-
-        def snapshot() -> dict[str, Any]:
-            return {
-                "manifest": services.managed_manifest(),
-                "failover": services.failover_metadata(),
-            }
-
-        return cls(
-            services.kafka,
-            deployment=services.name,
-            topic=kafka.manifest_topic,
-            interval=kafka.manifest_interval_seconds,
-            snapshot=snapshot,
-            redact=services.redactor,
-            on_change=services.state.touch,
-            **options,
-        )
 
     async def run(self, heartbeat: Heartbeat) -> None:
         """Publish at start, on change and every interval until cancelled; raise on failure.

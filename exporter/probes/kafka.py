@@ -35,11 +35,11 @@ from aiokafka.structs import TopicPartition
 
 from exporter.connectors.kafka import KafkaConnector
 from exporter.errors import ProbeError
+from exporter.metricspec import REFRESHED, MetricSpec, spec
 from exporter.probes._kafka_clients import CANARY_PARTITION, ProbeClients, canary_round_trip
 from exporter.probes._kafka_lag import LagReader
 from exporter.probes.base import Check, Measurement, Status
 from exporter.reasons import Reason, classify
-from exporter.telemetry.spec import REFRESHED, MetricSpec, spec
 
 __all__ = ["DEADLINE_SHARE", "METRIC_SPECS", "KafkaProbe", "topics_check"]
 

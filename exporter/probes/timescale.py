@@ -31,10 +31,10 @@ from typing import Any
 from exporter.config import DimensionSettings
 from exporter.connectors.timescale import TimescaleConnector
 from exporter.errors import ProbeError
+from exporter.metricspec import REFRESHED, MetricSpec, spec
 from exporter.probes import _timescale_sql as sql
 from exporter.probes.base import Check, Measurement, Status
 from exporter.reasons import Reason, classify
-from exporter.telemetry.spec import REFRESHED, MetricSpec, spec
 
 __all__ = ["MAX_REPLICAS", "METRIC_SPECS", "TimescaleProbe"]
 

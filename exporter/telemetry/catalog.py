@@ -6,8 +6,8 @@ import re
 import sys
 from pathlib import Path
 
+from exporter.metricspec import MetricSpec
 from exporter.telemetry.metrics import MEASUREMENTS, METRICS
-from exporter.telemetry.spec import MetricSpec
 
 __all__ = ["README_MARKERS", "all_specs", "markdown_table", "update_readme"]
 

@@ -18,13 +18,13 @@ from prometheus_client.registry import Collector
 from prometheus_client.samples import Exemplar
 
 from exporter import __version__
+from exporter.metricspec import REFRESHED as _REFRESH
+from exporter.metricspec import MetricSpec
+from exporter.metricspec import spec as _spec
 from exporter.probes.kafka import METRIC_SPECS as KAFKA_SPECS
 from exporter.probes.redis import METRIC_SPECS as REDIS_SPECS
 from exporter.probes.timescale import METRIC_SPECS as TIMESCALE_SPECS
 from exporter.state import DURATION_BUCKETS, ExporterState
-from exporter.telemetry.spec import REFRESHED as _REFRESH
-from exporter.telemetry.spec import MetricSpec
-from exporter.telemetry.spec import spec as _spec
 
 __all__ = ["MEASUREMENTS", "METRICS", "IngestCollector", "MetricSpec", "MetricsRenderer"]
 

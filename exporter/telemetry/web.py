@@ -22,11 +22,11 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from exporter import __version__
+from exporter.metricspec import MetricSpec, spec
 from exporter.probes.base import ConnectivityReport, ProbeResult, Status
 from exporter.reasons import Reason
 from exporter.state import ExporterState
 from exporter.telemetry.metrics import MEASUREMENTS, IngestCollector, MetricsRenderer
-from exporter.telemetry.spec import MetricSpec, spec
 from exporter.telemetry.webconfig import AUTH_REALM, BasicAuth, WebConfig
 
 __all__ = [
