@@ -20,13 +20,13 @@ import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 
 from exporter.config import DimensionSettings, KafkaSettings
 from exporter.connectors.kafka import KafkaConnector
 from exporter.errors import ConfigError, ConnectorError
 from exporter.events import DeliveryError, EventBus, IngestEvent, decode_payload
-from exporter.metricspec import MetricSpec, spec
+from exporter.metricspec import MetricSpec, family, spec
 from exporter.reasons import Reason, classify
 from exporter.supervisor import Heartbeat
 
@@ -375,11 +375,10 @@ class KafkaIngestBridge:
                 "ingest_bridge_commits": [((), self._commits)],
             }
         for metric in METRIC_SPECS:
-            kind = CounterMetricFamily if metric.type == "counter" else GaugeMetricFamily
-            family = kind(metric.name, metric.help, labels=metric.labels)
+            published = family(metric)
             for labels, value in sorted(rows[metric.name]):
-                family.add_metric([self.deployment, *labels], value)
-            yield family
+                published.add_metric([self.deployment, *labels], value)
+            yield published
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc] # aiokafka is untyped

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis.asyncio as aioredis
 import structlog
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 from redis.exceptions import RedisError
 
 from exporter._cache import (
@@ -42,7 +42,7 @@ from exporter._cache import (
 from exporter.config import RedisCacheSettings
 from exporter.connectors.redis import RedisConnector
 from exporter.errors import ConnectorError
-from exporter.metricspec import MetricSpec, spec
+from exporter.metricspec import MetricSpec, family, spec
 from exporter.reasons import Reason, classify
 
 if TYPE_CHECKING:
@@ -317,13 +317,12 @@ class RedisCache:
         """Yield the cache families from the last refresh (no I/O)."""
         labels = [self.deployment, self.namespace]
         for field, item in _PUBLISHED:
-            kind = CounterMetricFamily if item.type == "counter" else GaugeMetricFamily
-            family = kind(item.name, item.help, labels=list(item.labels))
+            published = family(item)
             if self._last is not None:
-                family.add_metric(labels, getattr(self._last, field))
+                published.add_metric(labels, getattr(self._last, field))
             elif field == "max_keys":  # known from the policy before any read
-                family.add_metric(labels, self._max_keys)
-            yield family
+                published.add_metric(labels, self._max_keys)
+            yield published
 
     def live_metadata(self) -> dict[str, Any]:
         """Return the last read counters (None before a read), for the manifest.

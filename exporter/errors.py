@@ -10,6 +10,7 @@ __all__ = [
     "ExporterError",
     "ProbeError",
     "SupervisorError",
+    "UndeclaredMetricError",
 ]
 
 
@@ -55,6 +56,14 @@ class ProbeError(ExporterError):
 
 class SupervisorError(ExporterError):
     """Report misuse of the task supervisor (duplicate names, use after shutdown)."""
+
+
+class UndeclaredMetricError(ExporterError):
+    """Refuse a measurement whose name no metric spec declares (a strict collector's check)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"measurement {name!r} has no metric spec; declare it in METRIC_SPECS")
 
 
 def _checked(reason: object) -> Reason:

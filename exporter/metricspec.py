@@ -1,13 +1,36 @@
-"""Declarations of published metrics, kept apart so any module can declare its own."""
+"""Declarations of published metrics, and the one step that turns a declaration into a family.
+
+A neutral leaf: probes, jobs and the telemetry all declare and build their families here
+without importing each other.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Literal, get_args
 
-__all__ = ["REFRESHED", "MetricSpec", "spec"]
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+)
+
+__all__ = ["REFRESHED", "MetricKind", "MetricSpec", "family", "spec"]
 
 #: Appended to the HELP of values that come from the probe loop.
 REFRESHED = "Refreshed by the probe loop; scrapes read the cached snapshot."
+
+#: The family types a spec may declare.
+MetricKind = Literal["gauge", "counter", "histogram", "info"]
+
+_FAMILIES: dict[str, Callable[..., Any]] = {
+    "gauge": GaugeMetricFamily,
+    "counter": CounterMetricFamily,
+    "histogram": HistogramMetricFamily,
+    "info": InfoMetricFamily,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,7 +38,7 @@ class MetricSpec:
     """A published metric family: name (without ``_total``/``_info``), type, labels, help."""
 
     name: str
-    type: str
+    type: MetricKind
     labels: tuple[str, ...]
     help: str
 
@@ -26,8 +49,19 @@ class MetricSpec:
         return self.name + suffix
 
 
-def spec(name: str, kind: str, labels: str, text: str) -> MetricSpec:
+def spec(name: str, kind: MetricKind, labels: str, text: str) -> MetricSpec:
     """Build a spec from a space-separated label list."""
-    if kind not in ("gauge", "counter", "histogram", "info"):
+    if kind not in get_args(MetricKind):  # a caller without type checking
         raise ValueError(f"unknown metric type {kind!r}")
     return MetricSpec(name, kind, tuple(labels.split()), text)
+
+
+def family(declared: MetricSpec) -> Any:
+    """Return an empty prometheus family of the spec's type, name, help and labels.
+
+    Typed ``Any`` because what ``add_metric`` takes depends on the type: label values and a
+    number (gauge, counter), label values and a dict of further labels (info, usually
+    empty), label values, buckets and a sum (histogram).
+    """
+    kind = _FAMILIES[declared.type]
+    return kind(declared.name, declared.help, labels=list(declared.labels))

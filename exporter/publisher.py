@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 from aiokafka import AIOKafkaProducer
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 
 from exporter import __version__
 from exporter._publisher import (
@@ -39,7 +39,7 @@ from exporter._publisher import (
 )
 from exporter.connectors.kafka import KafkaConnector
 from exporter.errors import ConnectorError, ExporterError
-from exporter.metricspec import MetricSpec, spec
+from exporter.metricspec import MetricSpec, family, spec
 from exporter.reasons import classify
 
 if TYPE_CHECKING:
@@ -289,18 +289,13 @@ class ManifestPublisher:
 
     def metric_families(self) -> Iterable[Metric]:
         """Yield the publisher's counters and last-publish time from memory (no I/O)."""
-        published, failures, last = METRIC_SPECS
+        published, failures, last = (family(s) for s in METRIC_SPECS)
         values = [self.deployment]
-        counter = CounterMetricFamily(published.name, published.help, labels=published.labels)
-        counter.add_metric(values, self.published)
-        yield counter
-        counter = CounterMetricFamily(failures.name, failures.help, labels=failures.labels)
-        counter.add_metric(values, self.failures)
-        yield counter
-        gauge = GaugeMetricFamily(last.name, last.help, labels=last.labels)
+        published.add_metric(values, self.published)
+        failures.add_metric(values, self.failures)
         if self.last_published_at is not None:
-            gauge.add_metric(values, self.last_published_at)
-        yield gauge
+            last.add_metric(values, self.last_published_at)
+        yield from (published, failures, last)
 
     def _producer_options(self) -> dict[str, Any]:
         options = self.kafka.client_options()

@@ -17,12 +17,12 @@ from typing import Any, Protocol
 
 from aiohttp import hdrs, web
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from exporter import __version__
-from exporter.metricspec import MetricSpec, spec
+from exporter.metricspec import MetricSpec, family, spec
 from exporter.probes.base import ConnectivityReport, ProbeResult, Status
 from exporter.reasons import Reason
 from exporter.state import ExporterState
@@ -247,12 +247,10 @@ class _ProbeCollector(Collector):
         return []
 
     def collect(self) -> Iterator[Metric]:
-        for family in IngestCollector(self._state).collect():
-            if family.name in _PROBE_FAMILIES and family.samples:
-                yield family
-        success, duration = (
-            GaugeMetricFamily(s.name, s.help, labels=list(s.labels)) for s in PROBE_METRICS
-        )
+        for collected in IngestCollector(self._state).collect():
+            if collected.name in _PROBE_FAMILIES and collected.samples:
+                yield collected
+        success, duration = (family(s) for s in PROBE_METRICS)
         deployment = self._report.deployment
         ok = self._report.ok and bool(self._report.results)
         success.add_metric([deployment], 1.0 if ok else 0.0)
