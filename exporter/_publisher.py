@@ -1,11 +1,11 @@
-"""Internals of :mod:`exporter.publisher`: document JSON and redaction, the topic, cleanup."""
+"""Internals of :mod:`exporter.publisher`: document JSON and redaction, the topic."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import json
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import structlog
@@ -20,7 +20,6 @@ from exporter.redaction import MASK, is_secret_key
 
 __all__ = [
     "ManifestRedactionError",
-    "close_shielded",
     "content_digest",
     "ensure_compacted_topic",
     "redact_document",
@@ -33,8 +32,6 @@ _log = structlog.get_logger("exporter.publisher")
 _TOPIC_ALREADY_EXISTS = 36
 #: Deeper than any manifest; nesting beyond it is masked rather than walked without bound.
 _MAX_DEPTH = 32
-#: Tasks stopping producers in the background (strong references until they finish).
-_closing: set[asyncio.Task[None]] = set()
 
 
 class ManifestRedactionError(ExporterError):
@@ -127,26 +124,6 @@ async def ensure_compacted_topic(
         topic=topic,
         replication_factor=replication,
     )
-
-
-async def close_shielded(
-    stop: Callable[[], Coroutine[Any, Any, None]], *, timeout: float, deployment: str
-) -> None:
-    """Run ``stop()`` in its own task and wait at most ``timeout``; cancelling us won't stop it."""
-    task = asyncio.get_running_loop().create_task(stop(), name="manifest:producer-stop")
-    _closing.add(task)
-    task.add_done_callback(_closing.discard)
-    # Retrieve the outcome even when nobody waits any more, so asyncio never reports it lost.
-    task.add_done_callback(lambda done: done.cancelled() or done.exception())
-    try:
-        async with asyncio.timeout(timeout):
-            await asyncio.shield(task)
-    except TimeoutError:
-        _log.warning("manifest_producer_close_timed_out", deployment=deployment)
-    except Exception as exc:  # noqa: BLE001 - a broken producer is discarded either way
-        _log.warning(
-            "manifest_producer_close_failed", deployment=deployment, error_type=type(exc).__name__
-        )
 
 
 async def _check_compacted(admin: Any, topic: str, deadline: float) -> None:

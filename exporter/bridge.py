@@ -22,6 +22,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError
 from prometheus_client.core import Metric
 
+from exporter._cleanup import shielded
 from exporter.config import DimensionSettings, KafkaSettings
 from exporter.connectors.kafka import KafkaConnector
 from exporter.errors import ConfigError, ConnectorError
@@ -345,20 +346,24 @@ class KafkaIngestBridge:
                 if (task := asyncio.current_task()) is not None and task.cancelling():
                     raise
 
-        closing = asyncio.get_running_loop().create_task(close(), name="bridge:close")
-        try:
-            # A lost cluster gets one call's time: leaving the group would wait for a reply
-            # until request_timeout_ms (measured: 10 s against a SIGSTOPped broker).
-            async with asyncio.timeout(self._call_timeout if self._lost else self._close_timeout):
-                await asyncio.shield(closing)
-        except TimeoutError:
-            closing.cancel()
-            self._log.warning("bridge_close_timed_out")
-            with contextlib.suppress(Exception):  # drop the sockets stop() did not reach
-                async with asyncio.timeout(self._call_timeout):
-                    await consumer._client.close()
-        except Exception as exc:  # noqa: BLE001 - closing must not hide why the run ended
-            self._log.warning("bridge_close_failed", error_type=type(exc).__name__)
+        # A lost cluster gets one call's time: leaving the group would wait for a reply
+        # until request_timeout_ms (measured: 10 s against a SIGSTOPped broker). A failure is
+        # logged (bridge_close_failed, bridge_close_timed_out), never raised: closing must
+        # not hide why the run ended.
+        closed = await shielded(
+            close(),
+            timeout=self._call_timeout if self._lost else self._close_timeout,
+            event="bridge_close",
+            deployment=self.deployment,
+        )
+        if not closed:
+            # Drop the sockets stop() did not reach.
+            await shielded(
+                consumer._client.close(),
+                timeout=self._call_timeout,
+                event="bridge_client_close",
+                deployment=self.deployment,
+            )
         self._log.info("bridge_stopped")
 
     # -- metrics ---------------------------------------------------------------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import time
 from collections.abc import Callable, Sequence
@@ -14,6 +13,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from exporter import __version__
+from exporter._cleanup import shielded
 from exporter.config import IngestSettings
 from exporter.errors import ExporterError
 from exporter.manifest import connector_infos
@@ -36,6 +36,8 @@ SHUTDOWN_TIMEOUT = 10.0
 #: Share of the stop budget for the listener: in-flight requests get this long to finish,
 #: then they are cancelled (an on-demand probe must not outlive the connectors it uses).
 _WEB_SHARE = 0.25
+#: The stop bounds each of its steps; the cleanup helper's own bound is only a backstop.
+_STOP_SLACK = 1.0
 
 
 class ListenError(ExporterError):
@@ -150,9 +152,9 @@ class Daemon:
         deadline = t0 + timeout
         if self._runner is not None:
             runner, self._runner = self._runner, None
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(0.1, timeout * _WEB_SHARE)):
-                    await runner.cleanup()
+            await shielded(
+                runner.cleanup(), timeout=max(0.1, timeout * _WEB_SHARE), event="web_stop"
+            )
         clean = await self.supervisor.cancel_all(timeout=max(0.1, deadline - time.monotonic()) / 2)
         # Concurrently, each with the whole remaining budget; one failing stop skips no other.
         remaining = max(0.1, deadline - time.monotonic())
@@ -191,7 +193,10 @@ class Daemon:
             await self.stop_event.wait()
             _log.info("exporter_stopping")
         finally:
-            await asyncio.shield(self.stop())
+            # Finished even if run() is cancelled (then re-raised); stop() bounds itself.
+            await shielded(
+                self.stop(), timeout=SHUTDOWN_TIMEOUT + _STOP_SLACK, event="exporter_stop"
+            )
             if install_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -12,6 +11,7 @@ from typing import Any
 import structlog
 from opentelemetry.trace import Tracer
 
+from exporter._cleanup import shielded
 from exporter.bridge import KafkaIngestBridge
 from exporter.cache import RedisCache
 from exporter.config import DeploymentSettings, IngestSettings
@@ -251,9 +251,12 @@ class InstitutionalIngestServices:
             # Half the budget for the jobs: the bridge's final commit happens in there.
             clean = await self.supervisor.cancel(*names, timeout=timeout / 2)
             # Bounded too: closing may wait for clients abandoned while bootstrapping.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(0.1, deadline - time.monotonic())):
-                    await self._kafka_probe.aclose()
+            await shielded(
+                self._kafka_probe.aclose(),
+                timeout=max(0.1, deadline - time.monotonic()),
+                event="kafka_probe_close",
+                deployment=self.name,
+            )
             for connector in (self.kafka, self.redis, self.timescale):
                 await connector.stop(max(0.1, deadline - time.monotonic()))
             self.runner.close()

@@ -18,7 +18,7 @@ start it at all.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import UTC, datetime
@@ -29,9 +29,9 @@ from aiokafka import AIOKafkaProducer
 from prometheus_client.core import Metric
 
 from exporter import __version__
+from exporter._cleanup import shielded
 from exporter._publisher import (
     ManifestRedactionError,
-    close_shielded,
     content_digest,
     ensure_compacted_topic,
     redact_document,
@@ -205,16 +205,24 @@ class ManifestPublisher:
                 raise  # ours, or a bug in building the document: the type says what happened
             if stage == "ensure_topic":
                 # The admin client may hold a dead broker's metadata. Dropping it waits for the
-                # connector's lock, which a probe's bootstrap may hold: bound it like any call.
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self.deadline):
-                        await self.kafka.reset()
+                # connector's lock, which a probe's bootstrap may hold: bound it like any call
+                # (debug: the failure that led here is logged as manifest_publish_failed).
+                await shielded(
+                    self.kafka.reset(),
+                    timeout=self.deadline,
+                    event="manifest_admin_reset",
+                    level=logging.DEBUG,
+                    deployment=self.deployment,
+                )
             reason = classify(exc)
             raise ConnectorError(self.kafka.name, reason, f"manifest {stage} failed") from exc
         finally:
             if producer is not None:
-                await close_shielded(
-                    producer.stop, timeout=self.deadline, deployment=self.deployment
+                await shielded(
+                    producer.stop(),
+                    timeout=self.deadline,
+                    event="manifest_producer_close",
+                    deployment=self.deployment,
                 )
 
     def _take_snapshot(self) -> tuple[Mapping[str, Any], str]:

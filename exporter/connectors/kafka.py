@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 import ssl
 from typing import Any, ClassVar
 
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.conn import create_conn
 
+from exporter._cleanup import shielded
 from exporter.config import KafkaSettings
 from exporter.connectors.base import Connector, ConnectorState
 from exporter.errors import ConnectorError
@@ -74,7 +75,7 @@ class KafkaConnector(Connector):
             try:
                 await admin.start()
             except BaseException:
-                await _quietly_close(admin)
+                await self._close_discarded(admin)
                 raise
             self._admin = admin
             return admin
@@ -121,10 +122,15 @@ class KafkaConnector(Connector):
         async with self._admin_lock:
             admin, self._admin = self._admin, None
         if admin is not None:
-            await _quietly_close(admin)
+            await self._close_discarded(admin)
 
-
-async def _quietly_close(admin: AIOKafkaAdminClient) -> None:
-    # Closing a half-open client may fail; it is discarded either way.
-    with contextlib.suppress(Exception):
-        await admin.close()
+    async def _close_discarded(self, admin: AIOKafkaAdminClient) -> None:
+        # Closing a half-open client may fail; it is discarded either way (debug: the failure
+        # that made us discard it is what callers report).
+        await shielded(
+            admin.close(),
+            timeout=max(self.timeout, 1.0),
+            event="kafka_admin_close",
+            level=logging.DEBUG,
+            connector=self.name,
+        )
