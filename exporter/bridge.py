@@ -25,8 +25,8 @@ from prometheus_client.core import Metric
 from exporter._cleanup import shielded
 from exporter.config import DimensionSettings, KafkaSettings
 from exporter.connectors.kafka import KafkaConnector
-from exporter.errors import ConfigError, ConnectorError
-from exporter.events import DeliveryError, EventBus, IngestEvent, decode_payload
+from exporter.errors import ConfigError, ConnectorError, DeliveryError
+from exporter.events import EventBus, IngestEvent, decode_payload
 from exporter.metricspec import MetricSpec, family, spec
 from exporter.reasons import Reason, classify
 from exporter.supervisor import Heartbeat
@@ -347,23 +347,13 @@ class KafkaIngestBridge:
                     raise
 
         # A lost cluster gets one call's time: leaving the group would wait for a reply
-        # until request_timeout_ms (measured: 10 s against a SIGSTOPped broker). A failure is
-        # logged (bridge_close_failed, bridge_close_timed_out), never raised: closing must
-        # not hide why the run ended.
-        closed = await shielded(
-            close(),
-            timeout=self._call_timeout if self._lost else self._close_timeout,
-            event="bridge_close",
-            deployment=self.deployment,
-        )
-        if not closed:
+        # until request_timeout_ms (measured: 10 s against a SIGSTOPped broker). Failures are
+        # logged, never raised: closing must not hide why the run ended.
+        bound, name = (self._call_timeout if self._lost else self._close_timeout), self.deployment
+        if not await shielded(close(), timeout=bound, event="bridge_close", deployment=name):
             # Drop the sockets stop() did not reach.
-            await shielded(
-                consumer._client.close(),
-                timeout=self._call_timeout,
-                event="bridge_client_close",
-                deployment=self.deployment,
-            )
+            drop = consumer._client.close()
+            await shielded(drop, timeout=self._call_timeout, event="bridge_drop", deployment=name)
         self._log.info("bridge_stopped")
 
     # -- metrics ---------------------------------------------------------------------------

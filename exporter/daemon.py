@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 from exporter import __version__
 from exporter._cleanup import shielded
 from exporter.config import IngestSettings
-from exporter.errors import ExporterError
+from exporter.errors import ListenError
 from exporter.manifest import connector_infos
 from exporter.probes.base import Probe
 from exporter.provisioner import InstitutionalIngestProvisioner, InstitutionalIngestServices
@@ -27,7 +27,7 @@ from exporter.telemetry.tracing import configure_tracing, shutdown_tracing, trac
 from exporter.telemetry.web import WebApp, build_app
 from exporter.telemetry.webconfig import WebConfig, load_web_config
 
-__all__ = ["Daemon", "ListenError"]
+__all__ = ["Daemon"]
 
 _log = structlog.get_logger(__name__)
 
@@ -38,14 +38,6 @@ SHUTDOWN_TIMEOUT = 10.0
 _WEB_SHARE = 0.25
 #: The stop bounds each of its steps; the cleanup helper's own bound is only a backstop.
 _STOP_SLACK = 1.0
-
-
-class ListenError(ExporterError):
-    """Report that the HTTP listener could not bind its address."""
-
-    def __init__(self, address: str, reason: str) -> None:
-        self.address = address
-        super().__init__(f"cannot listen on {address}: {reason}")
 
 
 class Daemon:

@@ -1,13 +1,23 @@
-"""The exporter's error hierarchy: one root, a few children, each with a ``retriable`` flag."""
+"""The exporter's error hierarchy: one root, a few children, each with a ``retriable`` flag.
+
+Every error the exporter raises on purpose is defined here, under :class:`ExporterError`.
+Messages are built from typed attributes; a failure reason is a :class:`Reason` member.
+"""
 
 from __future__ import annotations
+
+from typing import Protocol
 
 from exporter.reasons import Reason
 
 __all__ = [
     "ConfigError",
+    "ConnectionLost",
     "ConnectorError",
+    "DeliveryError",
     "ExporterError",
+    "ListenError",
+    "ManifestRedactionError",
     "ProbeError",
     "SupervisorError",
     "UndeclaredMetricError",
@@ -28,6 +38,15 @@ class ConfigError(ExporterError):
         self.key = key
         self.expected = expected
         super().__init__(f"{key}: {expected}")
+
+
+class ListenError(ExporterError):
+    """Report that the HTTP listener could not bind its address."""
+
+    def __init__(self, address: str, detail: str) -> None:
+        self.address = address
+        self.detail = detail
+        super().__init__(f"cannot listen on {address}: {detail}")
 
 
 class ConnectorError(ExporterError):
@@ -52,6 +71,38 @@ class ProbeError(ExporterError):
         self.reason = _checked(reason)
         self.detail = detail
         super().__init__(f"{reason.value}: {detail}" if detail else reason.value)
+
+
+class ConnectionLost(ProbeError):
+    """The probe's connection died during a run: no later check can run on it."""
+
+
+class _Record(Protocol):
+    """Where a Kafka record sits (an :class:`~exporter.events.IngestEvent` is one)."""
+
+    @property
+    def topic(self) -> str: ...
+
+    @property
+    def partition(self) -> int: ...
+
+    @property
+    def offset(self) -> int: ...
+
+
+class DeliveryError(ExporterError):
+    """Report that the event bus raised for an event (names the record, never its payload)."""
+
+    retriable = True
+
+    def __init__(self, event: _Record, cause: BaseException) -> None:
+        self.topic, self.partition, self.offset = event.topic, event.partition, event.offset
+        where = f"{event.topic}[{event.partition}]@{event.offset}"
+        super().__init__(f"event bus failed on {where} ({type(cause).__name__})")
+
+
+class ManifestRedactionError(ExporterError):
+    """Refuse to publish a document the redaction net could only clean into invalid JSON."""
 
 
 class SupervisorError(ExporterError):

@@ -203,10 +203,6 @@ class InstitutionalIngestServices:
             )
         return jobs
 
-    def builtin_probes(self) -> list[Probe]:
-        """Return the built-in probes of the three connectors."""
-        return list(self._builtin)
-
     async def start(self, *, supervise: bool = True) -> None:
         """Start the connectors and (unless ``supervise`` is false) the background jobs.
 

@@ -21,21 +21,18 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import structlog
-from aiokafka import AIOKafkaProducer
 from prometheus_client.core import Metric
 
-from exporter import __version__
 from exporter._cleanup import shielded
-from exporter._publisher import (
-    ManifestRedactionError,
-    content_digest,
+from exporter._manifest_document import VOLATILE_KEYS, content_digest, render_document
+from exporter._manifest_topic import (
+    Producer,
+    aiokafka_producer,
     ensure_compacted_topic,
-    redact_document,
-    stable_dumps,
+    producer_options,
 )
 from exporter.connectors.kafka import KafkaConnector
 from exporter.errors import ConnectorError, ExporterError
@@ -49,14 +46,11 @@ __all__ = [
     "METRIC_SPECS",
     "VOLATILE_KEYS",
     "ManifestPublisher",
-    "ManifestRedactionError",
     "Producer",
 ]
 
 _log = structlog.get_logger(__name__)
 
-#: Keys left out of the change check at any depth: they move without the content changing.
-VOLATILE_KEYS: frozenset[str] = frozenset({"published_at", "refreshed_at", "counters"})
 #: Stages that do no I/O: their errors are bugs, raised as they are.
 _LOCAL_STAGES = frozenset({"snapshot", "render"})
 #: Longest pause between two change checks; hashing a snapshot in memory is cheap.
@@ -86,33 +80,8 @@ METRIC_SPECS: tuple[MetricSpec, ...] = (
 )
 
 
-class Producer(Protocol):
-    """The part of :class:`aiokafka.AIOKafkaProducer` the publisher uses."""
-
-    async def start(self) -> None:
-        """Bootstrap the producer."""
-
-    async def stop(self) -> None:
-        """Flush and close the producer."""
-
-    async def send_and_wait(
-        self,
-        topic: str,
-        value: bytes | None = None,
-        key: bytes | None = None,
-        *,
-        headers: list[tuple[str, bytes]] | None = None,
-    ) -> Any:
-        """Send one record and return its metadata (``partition``, ``offset``)."""
-
-
 def _keep(text: str) -> str:
     return text
-
-
-def _aiokafka_producer(options: dict[str, Any]) -> Producer:
-    producer: Producer = AIOKafkaProducer(**options)
-    return producer
 
 
 class ManifestPublisher:
@@ -149,7 +118,7 @@ class ManifestPublisher:
         check_interval: float | None = None,
         deadline: float | None = None,
         volatile_keys: Collection[str] = VOLATILE_KEYS,
-        producer_factory: Callable[[dict[str, Any]], Producer] = _aiokafka_producer,
+        producer_factory: Callable[[dict[str, Any]], Producer] = aiokafka_producer,
     ) -> None:
         if interval <= 0 or (check_interval is not None and check_interval <= 0):
             raise ValueError("interval and check_interval must be > 0")
@@ -194,7 +163,7 @@ class ManifestPublisher:
             )
             heartbeat.beat()
             self._stage = "start"
-            producer = self._producer_factory(self._producer_options())
+            producer = self._producer_factory(producer_options(self.kafka, deadline=self.deadline))
             async with asyncio.timeout(self.deadline):
                 await producer.start()
             await self._loop(producer, heartbeat)
@@ -284,16 +253,9 @@ class ManifestPublisher:
             ManifestRedactionError: Redaction could not keep the document valid JSON.
         """
         stamp = time.time() if published_at is None else published_at
-        # The envelope is ours (a validated name, a constant, a clock); what comes from the
-        # settings is the body, and only the body can carry a secret.
-        body = {"manifest": snap.get("manifest"), "failover": snap.get("failover")}
-        doc = {
-            "deployment": self.deployment,
-            "published_at": datetime.fromtimestamp(stamp, UTC).isoformat(timespec="milliseconds"),
-            "exporter_version": __version__,
-            **redact_document(body, self._redact),
-        }
-        return stable_dumps(doc).encode("utf-8")
+        return render_document(
+            snap, deployment=self.deployment, redact=self._redact, published_at=stamp
+        )
 
     def metric_families(self) -> Iterable[Metric]:
         """Yield the publisher's counters and last-publish time from memory (no I/O)."""
@@ -304,18 +266,6 @@ class ManifestPublisher:
         if self.last_published_at is not None:
             last.add_metric(values, self.last_published_at)
         yield from (published, failures, last)
-
-    def _producer_options(self) -> dict[str, Any]:
-        options = self.kafka.client_options()
-        options.update(
-            acks="all",
-            # Idempotence needs producer ids from the broker (and an ACL) for no gain here:
-            # a duplicate of a keyed document on a compacted topic is harmless.
-            enable_idempotence=False,
-            linger_ms=5,
-            request_timeout_ms=max(int(self.deadline * 1000), 1000),
-        )
-        return options
 
     def _count_failure(self, stage: str, exc: Exception) -> None:
         self.failures += 1

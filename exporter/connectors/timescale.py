@@ -60,13 +60,3 @@ class TimescaleConnector(Connector):
             raise ConnectorError(self.name, Reason.ERROR, "connector not started")
         async with self._pool.acquire(timeout=self.connect_timeout) as connection:
             yield connection
-
-    def pool_stats(self) -> dict[str, int]:
-        """Return the pool's size and idle count, read from memory."""
-        if self._pool is None:
-            return {"size": 0, "idle": 0, "max": self.settings.pool_max_size}
-        return {
-            "size": self._pool.get_size(),
-            "idle": self._pool.get_idle_size(),
-            "max": self._pool.get_max_size(),
-        }

@@ -69,8 +69,6 @@ _LINKS = (
     ("/api/v1/failover", "failover-drill settings"),
 )
 
-APP_KEY = web.AppKey("ingest_web", object)
-
 
 class ProbeTarget(Protocol):
     """One deployment ``/probe`` can probe (an ``InstitutionalIngestServices``)."""
@@ -339,7 +337,6 @@ def build_app(
     if auth is not None:
         middlewares.append(_auth_middleware(auth))
     app = web.Application(client_max_size=max(max_body, 1), middlewares=middlewares)
-    app[APP_KEY] = handlers
     app.on_cleanup.append(handlers.close)
     app.router.add_get("/", handlers.landing)
     app.router.add_get("/metrics", handlers.metrics)

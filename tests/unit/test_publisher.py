@@ -14,9 +14,9 @@ from structlog.testing import capture_logs
 from exporter import __version__
 from exporter.config import KafkaSettings, build_institutional_ingest_config
 from exporter.connectors.kafka import KafkaConnector
-from exporter.errors import ConnectorError
+from exporter.errors import ConnectorError, ManifestRedactionError
 from exporter.provisioner import InstitutionalIngestProvisioner
-from exporter.publisher import METRIC_SPECS, ManifestPublisher, ManifestRedactionError, Producer
+from exporter.publisher import METRIC_SPECS, ManifestPublisher, Producer
 from exporter.redaction import MASK, Redactor
 from exporter.supervisor import Heartbeat, RestartPolicy, TaskState, TaskSupervisor
 
