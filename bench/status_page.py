@@ -19,7 +19,8 @@ from prometheus_client import CollectorRegistry
 
 from exporter.config import build_institutional_ingest_config
 from exporter.manifest import build_manifest, connector_infos
-from exporter.probes.base import ConnectivityReport, Measurement, ProbeResult, Reason, Status
+from exporter.probes.base import ConnectivityReport, Measurement, ProbeResult, Status
+from exporter.reasons import Reason
 from exporter.state import ExporterState
 from exporter.supervisor import TaskInfo, TaskState
 from exporter.telemetry.metrics import IngestCollector, MetricsRenderer

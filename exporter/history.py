@@ -13,7 +13,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from exporter.probes.base import ConnectivityReport, Reason, Status
+from exporter.probes.base import ConnectivityReport, Status
+from exporter.reasons import Reason
 from exporter.telemetry.cycle_log import LogLine
 
 __all__ = ["SPARKLINE_POINTS", "LatencyPoint", "ProbeCycle", "ProbeHistory", "StatusSince"]

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 import structlog
 
-from exporter.probes.base import Check, ConnectivityReport, FunctionProbe, Reason, Status
+from exporter.probes.base import Check, ConnectivityReport, FunctionProbe, Status
 from exporter.probes.runner import ProbeRunner
+from exporter.reasons import Reason
 from exporter.redaction import MASK, Redactor
 from exporter.scheduler import ProbeScheduler
 from exporter.state import ExporterState

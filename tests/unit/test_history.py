@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 
 from exporter.history import SPARKLINE_POINTS, ProbeHistory
-from exporter.probes.base import ConnectivityReport, ProbeResult, Reason, Status
+from exporter.probes.base import ConnectivityReport, ProbeResult, Status
+from exporter.reasons import Reason
 
 
 def _report(

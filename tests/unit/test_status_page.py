@@ -15,7 +15,8 @@ from aiohttp import test_utils, web
 from prometheus_client import CollectorRegistry
 
 from exporter.history import ProbeHistory
-from exporter.probes.base import ConnectivityReport, Measurement, ProbeResult, Reason, Status
+from exporter.probes.base import ConnectivityReport, Measurement, ProbeResult, Status
+from exporter.reasons import Reason
 from exporter.state import ConnectorInfo, ExporterState
 from exporter.supervisor import TaskInfo, TaskState
 from exporter.telemetry._html import CONTENT_SECURITY_POLICY, STYLESHEET, age, duration
