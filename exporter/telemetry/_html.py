@@ -66,7 +66,7 @@ time,code.nowrap{white-space:nowrap}
 @media (max-width:40rem){body{padding:.4rem;font-size:14px}
 table.stack thead{display:none}table.stack tr{display:block;border-bottom:1px solid var(--line);
 padding:.35rem 0}table.stack td{display:inline-block;border:0;padding:.1rem .5rem .1rem 0;
-text-align:left}table.stack td:first-child{display:block}
+text-align:left}table.stack td:first-child{display:block}table.stack td:empty{display:none}
 table.stack td[data-label]::before{content:attr(data-label) ": ";color:var(--muted)}
 tr.check td:first-child{padding-left:.8rem}.hide-narrow{display:none}}
 """.strip()

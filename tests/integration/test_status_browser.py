@@ -2,7 +2,8 @@
 
 Chromium and its driver are Debian's (``scripts/tools.sh``); Selenium is pointed at
 ``/usr/bin/chromedriver``, so it never downloads anything. The Redis the daemon watches is a
-private instance this test stops; the shared stack is never touched. Screenshots land in
+private instance this test stops; the shared stack is never touched. Screenshots (healthy,
+failed, failed in dark mode and on a phone, the failed cycle) land in
 ``test-artifacts/status-page/`` (git-ignored) for a person to look at.
 """
 
@@ -83,6 +84,28 @@ class Browser:
             By.CSS_SELECTOR, f'tr.connector[data-connector="{connector}"]'
         )
         return str(element.get_attribute("outerHTML"))
+
+    def readable_on_a_phone_and_in_the_dark(self) -> None:
+        """Screenshot the page dark and at a phone's width, where nothing may scroll sideways."""
+        dark = {"media": "screen", "features": [{"name": "prefers-color-scheme", "value": "dark"}]}
+        self.driver.execute_cdp_cmd("Emulation.setEmulatedMedia", dark)
+        background = self.driver.execute_script(
+            "return getComputedStyle(document.body).backgroundColor"
+        )
+        assert background == "rgb(13, 17, 23)", background  # the dark palette's --bg
+        self.shot("failed-dark")
+        phone = {"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": True}
+        self.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", phone)
+        widths = self.wait(
+            lambda d: d.execute_script(
+                "return [document.documentElement.scrollWidth, window.innerWidth]"
+            ),
+            5,
+        )
+        assert widths[0] <= widths[1], f"the page scrolls sideways on a phone: {widths}"
+        self.shot("failed-phone")
+        self.driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+        self.driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
 
     def shot(self, name: str) -> Path:
         """Save a screenshot of the current page and return its path."""
@@ -183,6 +206,7 @@ async def _walk(browser: Browser, base: str, stop_redis: Callable[[], Any]) -> N
     assert before <= since <= stopped + INTERVAL, (before, since, stopped)
     assert _status(driver, "timescale") == "ok"
     await asyncio.to_thread(browser.shot, "failed")
+    await asyncio.to_thread(browser.readable_on_a_phone_and_in_the_dark)
     await asyncio.to_thread(browser.collect)
 
     # Pause the refresh (the control on the page), then open the newest failed cycle.
