@@ -40,6 +40,10 @@ class ProbeScript:
     def __post_init__(self) -> None:
         self.gate.set()
 
+    def built(self, connector: str) -> ScriptedProbe:
+        """Return the probe last built for ``connector``."""
+        return next(p for p in reversed(self.probes) if p.connector == connector)
+
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """Make the provisioner build scripted probes instead of the three built-in ones."""
         for connector, attribute in (
