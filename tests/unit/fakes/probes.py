@@ -12,6 +12,7 @@ import pytest
 
 from exporter import provisioner
 from exporter.probes.base import Check, Reason, Status
+from tests.waiting import Changes
 
 __all__ = ["BUILTIN_CHECKS", "ProbeScript", "ScriptedProbe"]
 
@@ -27,7 +28,7 @@ class ProbeScript:
         down: Connectors whose probe reports ``down``/``refused``.
         gate: Every probe waits for it before answering (set: answer at once).
         on_call: Awaited at the start of every call with the connector's name.
-        calls: Calls per connector.
+        calls: Calls per connector; ``called`` is notified at each.
         probes: Every probe built, in order.
     """
 
@@ -35,10 +36,36 @@ class ProbeScript:
     gate: asyncio.Event = field(default_factory=asyncio.Event)
     on_call: Callable[[str], Awaitable[None]] | None = None
     calls: Counter[str] = field(default_factory=Counter)
+    called: Changes = field(default_factory=Changes)
     probes: list[ScriptedProbe] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.gate.set()
+
+    def stubborn_kafka(
+        self,
+        cancelled: asyncio.Event,
+        release: asyncio.Event,
+        then: Callable[[], None] = lambda: None,
+    ) -> Callable[[str], Awaitable[None]]:
+        """Return an ``on_call`` hook: Kafka answers once, then hangs, swallowing cancellation.
+
+        ``cancelled`` is set at each cancellation swallowed, after calling ``then``; only
+        ``release`` lets the probe return. It stands for operator code that never ends.
+        """
+
+        async def on_call(connector: str) -> None:
+            if connector != "kafka" or self.calls["kafka"] < 2:
+                return
+            while not release.is_set():
+                try:
+                    await release.wait()
+                except asyncio.CancelledError:
+                    # Swallowed on purpose: the stop must not be able to end this probe.
+                    then()
+                    cancelled.set()
+
+        return on_call
 
     def built(self, connector: str) -> ScriptedProbe:
         """Return the probe last built for ``connector``."""
@@ -79,6 +106,7 @@ class ScriptedProbe:
         """Wait for the gate, then report the connector up or refused."""
         script = self.script
         script.calls[self.connector] += 1
+        script.called()
         if script.on_call is not None:
             await script.on_call(self.connector)
         await script.gate.wait()
