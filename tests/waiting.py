@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Awaitable, Callable
-from typing import TypeVar, cast
+from typing import TypeVar, cast, overload
 
 import pytest
 
@@ -45,6 +45,16 @@ class Changes:
             while not predicate():
                 self._event.clear()
                 await self._event.wait()
+
+
+@overload
+async def wait_for(
+    predicate: Callable[[], Awaitable[T]], *, timeout: float, interval: float = ...
+) -> T: ...
+
+
+@overload
+async def wait_for(predicate: Callable[[], T], *, timeout: float, interval: float = ...) -> T: ...
 
 
 async def wait_for(

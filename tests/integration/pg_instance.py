@@ -11,8 +11,8 @@ must have at least the primary's ``max_connections``, so the copy is also the sa
 nothing behind. The primary keeps no replication slot for the replica (``wal_keep_size`` covers
 the short life of a test replica), so nothing accumulates on the shared cluster either.
 ``promote()`` turns the replica into a primary of its own: a private copy of the shared
-database (roles, TimescaleDB, tables) that a test may lock, load or stop without disturbing
-other tests, and that other tests' outages of the shared cluster do not disturb either.
+database (roles, TimescaleDB, tables) that a test may lock, load or stop (``halt()``, then
+``resume()``) without disturbing other tests.
 """
 
 from __future__ import annotations
@@ -106,6 +106,11 @@ class PgReplica:
             "--no-sync",
             env=env,
         )
+        await self.resume()
+        await self.wait_streaming(timeout=timeout)
+
+    async def resume(self) -> None:
+        """Start the server on its port and data (again, after :meth:`halt`); wait until it runs."""
         options = f"-p {self.port} -k {self.home} -c listen_addresses={HOST}"
         await self._run(
             str(self.pg_bin / "pg_ctl"),
@@ -120,7 +125,12 @@ class PgReplica:
             "30",
             "start",
         )
-        await self.wait_streaming(timeout=timeout)
+
+    async def halt(self) -> None:
+        """Stop the server at once (an outage), keeping its data for :meth:`resume`."""
+        await self._run(
+            str(self.pg_bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"
+        )
 
     async def wait_streaming(self, *, timeout: float = 30.0) -> None:
         """Wait until the primary lists the replica as ``streaming``."""

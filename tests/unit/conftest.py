@@ -1,12 +1,12 @@
 """Fixtures shared by the unit tests: no service is needed, nothing reaches the shared stack.
 
-The fakes themselves live in :mod:`tests.unit.fakes`, one module per thing they stand in for.
+The fakes themselves live in :mod:`tests.unit.fakes`, one module per thing they stand in for;
+``refused_port`` comes from ``tests/conftest.py`` (the integration tests use it too).
 """
 
 from __future__ import annotations
 
 import logging
-import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,18 +18,6 @@ from exporter.config import IngestSettings, build_institutional_ingest_config
 from exporter.supervisor import Heartbeat
 
 from .fakes.probes import ProbeScript
-
-
-@pytest.fixture
-def refused_port() -> Iterator[int]:
-    """Return a loopback port that refuses connections for the whole test.
-
-    The socket stays bound but never listens, so the kernel answers every connection with a
-    reset and no other process can take the port meanwhile.
-    """
-    with socket.socket() as holder:
-        holder.bind(("127.0.0.1", 0))
-        yield int(holder.getsockname()[1])
 
 
 @pytest.fixture
