@@ -28,6 +28,8 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import asyncpg
 
+from tests.waiting import wait_for
+
 from .net import free_port
 
 __all__ = ["PgReplica"]
@@ -134,33 +136,29 @@ class PgReplica:
 
     async def wait_streaming(self, *, timeout: float = 30.0) -> None:
         """Wait until the primary lists the replica as ``streaming``."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
         conn = await asyncpg.connect(self.primary_url, timeout=10)
+
+        async def streaming() -> bool:
+            state = await conn.fetchval(
+                "SELECT state FROM pg_stat_replication WHERE application_name = $1", self.name
+            )
+            return bool(state == "streaming")
+
         try:
-            while True:
-                state = await conn.fetchval(
-                    "SELECT state FROM pg_stat_replication WHERE application_name = $1", self.name
-                )
-                if state == "streaming":
-                    return
-                if loop.time() > deadline:
-                    raise RuntimeError(f"replica {self.name} not streaming after {timeout}s")
-                await asyncio.sleep(0.1)
+            await wait_for(streaming, timeout=timeout, interval=0.1)
         finally:
             await conn.close()
 
     async def promote(self, *, timeout: float = 30.0) -> None:
         """Promote the replica to a primary of its own (a private cluster to break freely)."""
         await self._run(str(self.pg_bin / "pg_ctl"), "-D", str(self.data), "-w", "promote")
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
         conn = await asyncpg.connect(self.url, timeout=10)
+
+        async def promoted() -> bool:
+            return not await conn.fetchval("SELECT pg_is_in_recovery()")
+
         try:
-            while await conn.fetchval("SELECT pg_is_in_recovery()"):
-                if loop.time() > deadline:
-                    raise RuntimeError(f"replica {self.name} still in recovery after {timeout}s")
-                await asyncio.sleep(0.1)
+            await wait_for(promoted, timeout=timeout, interval=0.1)
         finally:
             await conn.close()
 

@@ -473,7 +473,7 @@ async def test_wait_ready(make: Make) -> None:
     """wait_ready is True once ready, False on timeout or when the task ended, and rejects typos."""
     supervisor, _ = make()
 
-    # Not waits: both must still be busy when wait_ready starts, then get on by themselves.
+    # Not a wait: still starting when wait_ready begins, then ready by itself.
     async def slow_start(heartbeat: Heartbeat) -> None:
         await asyncio.sleep(0.01)
         heartbeat.ready()
@@ -483,6 +483,7 @@ async def test_wait_ready(make: Make) -> None:
         await asyncio.Event().wait()
 
     async def quits(heartbeat: Heartbeat) -> None:
+        # Not a wait: still running when wait_ready begins, then ends by itself.
         await asyncio.sleep(0.01)
 
     supervisor.create(slow_start, name="slow")
