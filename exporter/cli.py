@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 
 from exporter import __version__
 from exporter.config import DeploymentSettings, IngestSettings, build_institutional_ingest_config
-from exporter.errors import ConfigError, ExporterError
+from exporter.errors import ConfigError, ExporterError, ListenError
 
 __all__ = [
     "EXIT_CONFIG",
@@ -124,8 +124,6 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     except ConfigError as exc:
         _fail(EXIT_CONFIG, f"invalid configuration: {exc}")
     except ExporterError as exc:
-        from exporter.daemon import ListenError
-
         _fail(EXIT_LISTEN if isinstance(exc, ListenError) else EXIT_FAILURE, str(exc))
     except KeyboardInterrupt:
         # `run` handles SIGINT itself; this one came before its handler was installed or

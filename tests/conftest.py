@@ -1,4 +1,4 @@
-"""Fixtures shared by the unit and the integration tests."""
+"""Suite-wide fixtures: strict metrics collectors, and ports that refuse connections."""
 
 from __future__ import annotations
 
@@ -6,6 +6,14 @@ import socket
 from collections.abc import Iterator
 
 import pytest
+
+from exporter.telemetry.metrics import IngestCollector
+
+
+@pytest.fixture(autouse=True)
+def strict_metrics(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make a measurement that no metric spec declares fail the test instead of a log line."""
+    monkeypatch.setattr(IngestCollector, "strict", True)
 
 
 @pytest.fixture

@@ -21,7 +21,8 @@ from structlog.testing import capture_logs
 
 from exporter.config import IngestSettings
 from exporter.connectors.base import ConnectorState
-from exporter.daemon import Daemon, ListenError
+from exporter.daemon import Daemon
+from exporter.errors import ListenError
 from exporter.supervisor import TaskState
 from tests.waiting import wait_for
 
