@@ -21,26 +21,32 @@ from .fakes.probes import ProbeScript
 
 
 @pytest.fixture
-def offline_settings(refused_port: int) -> Callable[..., IngestSettings]:
-    """Build settings whose services all refuse, listening on port 0, plus overrides.
+def offline_environ(refused_port: int) -> dict[str, str]:
+    """Return settings variables: every service refuses, the listener takes port 0.
 
-    The cache and manifest publishing are off unless an override turns them on, so only the
-    probe loop runs; overrides use the environment variable names.
+    The cache and manifest publishing are off, so only the probe loop runs. Each name is
+    the first of its aliases, so it wins over any alias already in the environment.
     """
     down = f"127.0.0.1:{refused_port}"
+    return {
+        "TIMESCALEDB_URL": f"postgresql://ingest:unit-test-pw@{down}/ingest",
+        "REDIS_URL": f"redis://:unit-test-pw@{down}/0",
+        "KAFKA_BROKERS": down,
+        "INGEST_WEB_LISTEN_ADDRESS": "127.0.0.1:0",
+        "INGEST_PROBE_INTERVAL_SECONDS": "0.05",
+        "INGEST_PROBE_TIMEOUT_SECONDS": "1",
+        "REDIS_CACHE_STRATEGY": "disabled",
+        "KAFKA_MANIFEST_PUBLISH": "false",
+    }
+
+
+@pytest.fixture
+def offline_settings(offline_environ: dict[str, str]) -> Callable[..., IngestSettings]:
+    """Build settings from :func:`offline_environ` plus overrides (environment names)."""
 
     def build(config_file: str | Path | None = None, **env: str) -> IngestSettings:
-        environ = {
-            "TIMESCALEDB_URL": f"postgresql://ingest:unit-test-pw@{down}/ingest",
-            "REDIS_URL": f"redis://:unit-test-pw@{down}/0",
-            "KAFKA_BOOTSTRAP_SERVERS": down,
-            "INGEST_WEB_LISTEN_ADDRESS": "127.0.0.1:0",
-            "INGEST_PROBE_INTERVAL_SECONDS": "0.05",
-            "INGEST_PROBE_TIMEOUT_SECONDS": "1",
-            "REDIS_CACHE_STRATEGY": "disabled",
-            "KAFKA_MANIFEST_PUBLISH": "false",
-        }
-        return build_institutional_ingest_config(environ=environ | env, config_file=config_file)
+        environ = offline_environ | env
+        return build_institutional_ingest_config(environ=environ, config_file=config_file)
 
     return build
 

@@ -22,21 +22,14 @@ pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 @pytest.fixture
-def exits(monkeypatch: pytest.MonkeyPatch, refused_port: int) -> list[tuple[str, int]]:
+def exits(
+    monkeypatch: pytest.MonkeyPatch, offline_environ: dict[str, str]
+) -> list[tuple[str, int]]:
     """Record ``_exit_soon``/``_exit_now`` calls in order; point every service at a refusal."""
     calls: list[tuple[str, int]] = []
     monkeypatch.setattr(cli, "_exit_soon", lambda code: calls.append(("soon", code)))
     monkeypatch.setattr(cli, "_exit_now", lambda code: calls.append(("now", code)))
-    down = f"127.0.0.1:{refused_port}"
-    for name, value in {
-        "TIMESCALEDB_URL": f"postgresql://ingest:unit-test-pw@{down}/ingest",
-        "REDIS_URL": f"redis://{down}/0",
-        "KAFKA_BROKERS": down,
-        "INGEST_PROBE_INTERVAL_SECONDS": "0.05",
-        "REDIS_CACHE_STRATEGY": "disabled",
-        "KAFKA_MANIFEST_PUBLISH": "false",
-        "INGEST_LOG_FORMAT": "json",
-    }.items():
+    for name, value in (offline_environ | {"INGEST_LOG_FORMAT": "json"}).items():
         monkeypatch.setenv(name, value)
     return calls
 
