@@ -4,7 +4,6 @@ import asyncio
 import io
 import json
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -29,16 +28,11 @@ class _Stream(io.StringIO):
 
 
 @pytest.fixture
-def stream() -> Iterator[_Stream]:
-    """Configure logging as the CLI does (info, JSON) into a stream; restore it afterwards."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
+def stream(restore_logging: None) -> _Stream:
+    """Configure logging as the CLI does (info, JSON) into a stream; restored after the test."""
     out = _Stream()
     configure_logging(level="info", fmt="json", redactor=Redactor([CANARY]), stream=out)
-    yield out
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    structlog.reset_defaults()
+    return out
 
 
 def _events(stream: io.StringIO) -> list[str]:
