@@ -32,6 +32,8 @@ _DEPLOYMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]*):(\d{1,5})$")
 
 PositiveSeconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+# Names that refer to a declared dimension: never a URL or a `user:secret` an error could quote.
+Identifier = Annotated[str, Field(pattern=_IDENTIFIER.pattern)]
 
 
 class _Frozen(BaseModel):
@@ -136,7 +138,7 @@ class RedisSettings(_Frozen):
 class TopicBinding(_Frozen):
     """One ingest topic feeding one dimension."""
 
-    dimension: str
+    dimension: Identifier
     topic: str = Field(min_length=1, max_length=249, pattern=r"^[A-Za-z0-9._-]+$")
 
 
@@ -218,7 +220,7 @@ class TimescaleFailoverDrillSettings(_Frozen):
     """Which Timescale dimensions take part in disaster-recovery drills, and how."""
 
     enabled: bool = False
-    dimensions: tuple[str, ...] = ()
+    dimensions: tuple[Identifier, ...] = ()
     label: str = Field("timescale-failover-drill", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
     run_fallback: bool = False
     objectives: DrillObjectives = DrillObjectives()

@@ -118,3 +118,50 @@ def test_an_unknown_deployment_exits_2_naming_the_known_ones(command: str) -> No
     assert "--deployment" in result.stderr
     assert "eu-primary" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "env"),
+    [
+        (("check-config", "--password=Cn7secret"), {}),
+        (("check-config", "postgresql://u:Cn7secret@h"), {}),
+        (("Cn7secret",), {}),
+        (("probe", "--format", "Cn7secret"), {}),
+        (("probe", "--deployment", "postgresql://u:Cn7secret@h/db"), {}),
+        (("manifest", "--deployment", "svc:Cn7secret"), {}),
+        (
+            ("check-config",),
+            {"INGEST_DIMENSIONS": "a", "TIMESCALE_FAILOVER_DRILL_DIMENSIONS": "u:Cn7secret@h"},
+        ),
+        (("check-config",), {"INGEST_DEPLOYMENT": "svc:Cn7secret"}),
+        (("check-config",), {"INGEST_DIMENSIONS": "a,svc:Cn7secret"}),
+        (("check-config",), {"KAFKA_SECURITY_PROTOCOL": "svc:Cn7secret"}),
+        (("check-config",), {"INGEST_DIMENSIONS": "a", "KAFKA_INGEST_TOPICS": "svc=Cn7secret:t"}),
+    ],
+)
+def test_usage_and_config_errors_never_echo_a_credential_shape(
+    args: tuple[str, ...], env: dict[str, str]
+) -> None:
+    """Leak 4: unknown arguments, --deployment and list or user:secret values are not quoted."""
+    result = run_cli(*args, **env)
+    assert result.returncode == 2
+    assert "Cn7secret" not in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_credential_shaped_topic_key_in_the_file_is_never_echoed(tmp_path: Path) -> None:
+    """Leak 4: a `user:secret` key of kafka.ingest_topics is named by its mapping only."""
+    path = tmp_path / "c.yaml"
+    path.write_text('dimensions: [a]\nkafka: {ingest_topics: {"svc:Cn7secret": t}}\n')
+    result = run_cli("check-config", "--config.file", str(path))
+    assert result.returncode == 2
+    assert "kafka.ingest_topics" in result.stderr
+    assert "Cn7secret" not in result.stderr
+
+
+def test_usage_errors_still_say_what_was_wrong() -> None:
+    """A refused choice still names the option and the choices, only not the value given."""
+    result = run_cli("probe", "--format", "yaml")
+    assert result.returncode == 2
+    assert "--format" in result.stderr
+    assert "table" in result.stderr
