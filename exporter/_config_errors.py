@@ -109,6 +109,7 @@ _EXPECTED = {
     "bool_type": "expected a boolean (true/false, yes/no, 1/0)",
     "float_parsing": "expected a number",
     "int_parsing": "expected a whole number",
+    "int_parsing_size": "expected a whole number (this one is far too long)",
 }
 
 

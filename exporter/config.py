@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-import yaml
 from pydantic import ValidationError
 
 from exporter._config_errors import Origins, config_error, echoable
+from exporter._config_file import read_yaml
 from exporter._settings import (
     CACHE_PRESETS,
     DeploymentSettings,
@@ -212,17 +212,7 @@ def build_redactor(settings: IngestSettings, environ: Mapping[str, str] | None =
 
 
 def _read_file(path: str | Path) -> dict[str, Any]:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        reason = f"cannot read the file ({exc.strerror})"
-        raise ConfigError(f"--config.file {path}", reason) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(str(path), f"not valid YAML{where}") from None
+    data = read_yaml(path, str(path), unreadable=f"--config.file {path}")
     if data is None:
         return {}
     if not isinstance(data, dict):

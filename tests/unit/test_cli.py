@@ -165,3 +165,48 @@ def test_usage_errors_still_say_what_was_wrong() -> None:
     assert result.returncode == 2
     assert "--format" in result.stderr
     assert "table" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("flag", "content"),
+    [
+        ("--config.file", b"probes:\n  interval_seconds: \xff\n"),
+        ("--config.file", b"probes: " + b"{a: " * 20000 + b"1" + b"}" * 20000 + b"\n"),
+        (
+            "--config.file",
+            b"a: &a [x, x, x, x]\n"
+            + b"".join(
+                b"%c: &%c [*%c, *%c, *%c, *%c]\n" % ((98 + i,) * 2 + (97 + i,) * 4)
+                for i in range(20)
+            ),
+        ),
+        ("--web.config.file", b"basic_auth_users: \xfe\n"),
+        ("--config.file", b"probes: {interval_seconds: 5, interval_seconds: 7}\n"),
+        ("--config.file", b"timescale: {pool_max_size: " + b"9" * 5000 + b"}\n"),
+    ],
+)
+def test_a_hostile_file_exits_2_in_one_line(tmp_path: Path, flag: str, content: bytes) -> None:
+    """Crashes 2-3: non-UTF-8, deeply nested, alias-bomb and duplicate-key files exit 2."""
+    path = tmp_path / "hostile.yaml"
+    path.write_bytes(content)
+    result = run_cli("check-config", flag, str(path))
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1, result.stderr[-500:]
+    assert "hostile.yaml" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("flag", ["--config.file", "--web.config.file"])
+def test_dev_zero_as_a_config_file_exits_2(flag: str) -> None:
+    """Crash 2: /dev/zero is read up to the size limit, not forever."""
+    result = run_cli("check-config", flag, "/dev/zero")
+    assert result.returncode == 2
+    assert "larger than" in result.stderr
+
+
+def test_a_huge_integer_in_the_environment_exits_2() -> None:
+    """A 5,000-digit value in the environment is refused in one line and not echoed."""
+    result = run_cli("check-config", TIMESCALE_POOL_MAX_SIZE="9" * 5000)
+    assert result.returncode == 2
+    assert "TIMESCALE_POOL_MAX_SIZE" in result.stderr
+    assert "9" * 50 not in result.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -307,3 +308,73 @@ def test_one_redactor_is_passed_down_to_every_job() -> None:
     assert daemon.supervisor._redact is redactor
     assert daemon.provisioner.redactor is redactor
     assert [services.redactor for services in daemon.services] == [redactor]
+
+
+_BOMB = (
+    "a: &a {k0: v, k1: v}\n"
+    + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} {{x: *{chr(97 + i)}, y: *{chr(97 + i)}, "
+        f"z: *{chr(97 + i)}, w: *{chr(97 + i)}}}\n"
+        for i in range(20)
+    )
+    + "probes: *u\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"probes: {interval_seconds: 5}\n\xff\xfe\n", "not UTF-8"),
+        (b"x" * (256 * 1024 + 10), "larger than"),
+        (b"timescale: {pool_max_size: " + b"9" * 5000 + b"}\n", "too long"),
+        (b"probes: " + b"[" * 20000 + b"]" * 20000 + b"\n", "nested deeper"),
+        (_BOMB.encode(), "alias"),
+        (b"probes: {interval_seconds: 5, interval_seconds: 7}\n", "duplicate key"),
+        (b"a: &a [*a]\n", "alias"),
+    ],
+)
+def test_a_hostile_config_file_is_one_clear_error(
+    tmp_path: Path, content: bytes, expected: str
+) -> None:
+    """Crashes 2-3: non-UTF-8, huge, deep, alias-bomb and duplicate-key files are refused."""
+    path = tmp_path / "c.yaml"
+    path.write_bytes(content)
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError) as caught:
+        build_institutional_ingest_config(environ={}, config_file=path)
+    assert time.perf_counter() - t0 < 5
+    message = str(caught.value)
+    assert expected in message
+    assert "c.yaml" in message
+    assert "\n" not in message
+
+
+def test_dev_zero_is_refused_without_reading_it_all() -> None:
+    """Crash 2: `--config.file /dev/zero` is read up to the size limit, then refused."""
+    with pytest.raises(ConfigError, match="larger than"):
+        build_institutional_ingest_config(environ={}, config_file="/dev/zero")
+
+
+def test_a_duplicate_key_error_names_the_line_not_the_key(tmp_path: Path) -> None:
+    """A duplicated key may be a pasted URL: the error gives its line, never the key."""
+    path = tmp_path / "c.yaml"
+    path.write_text(f"timescale: {{'postgresql://u:{CANARY}@h/db': 1}}\n" * 2)
+    with pytest.raises(ConfigError, match="line 2") as caught:
+        build_institutional_ingest_config(environ={}, config_file=path)
+    assert "w0rd" not in str(caught.value)
+
+
+def test_anchors_and_merge_keys_still_work(tmp_path: Path) -> None:
+    """Plain YAML anchors and `<<` merges are fine; only their exponential use is refused."""
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "base: &base {url: 'redis://shared:6379/0'}\n"
+        "deployments:\n"
+        "  - {name: a, redis: *base}\n"
+        "  - {name: b, redis: {<<: *base, url: 'redis://other:6379/1'}}\n"
+    )
+    with pytest.raises(ConfigError, match="unknown key 'base'"):
+        build_institutional_ingest_config(environ={}, config_file=path)
+    path.write_text(path.read_text().replace("base: &base", "redis: &base"))
+    settings = build_institutional_ingest_config(environ={}, config_file=path)
+    assert settings.deployment("b").redis.url.get_secret_value() == "redis://other:6379/1"
