@@ -163,16 +163,16 @@ def build_institutional_ingest_config(
             value = _parse_pairs(name, value, ":")
         elif path == "probes.operator":
             value = [{"name": n, "target": t} for n, t in _parse_pairs(name, value, "=").items()]
-        _assign(defaults if path.startswith("@") else root, path.removeprefix("@"), value)
+        _assign(defaults if path.startswith("@") else root, path.removeprefix("@"), value, origins)
         origins.variables[path] = name
     for path, value in (overrides or {}).items():
-        _assign(root, path, value)
+        _assign(root, path, value, origins)
         origins.variables[path] = "--" + path.replace("_", "-")
 
     if entries is None:
         root["deployments"] = [defaults]
     elif isinstance(entries, list) and entries:
-        root["deployments"] = [_merge(defaults, entry) for entry in entries]
+        root["deployments"] = [_merge(defaults, entry, origins, []) for entry in entries]
     else:
         raise ConfigError(origins(["deployments"]), "expected a non-empty list of deployments")
     try:
@@ -233,21 +233,37 @@ def _parse_pairs(name: str, value: str, sep: str) -> dict[str, str]:
     return pairs
 
 
-def _assign(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    """Set ``dotted`` in ``tree``, copying (never changing) the file's mappings on the way."""
+def _assign(tree: dict[str, Any], dotted: str, value: Any, origins: Origins) -> None:
+    """Set ``dotted`` in ``tree``, copying (never changing) the file's mappings on the way.
+
+    Raises:
+        ConfigError: the file put something other than a mapping on the way.
+    """
     *parents, leaf = dotted.split(".")
     node = tree
-    for part in parents:
+    for depth, part in enumerate(parents, start=1):
         child = node.get(part)
-        node[part] = node = dict(child) if isinstance(child, Mapping) else {}
+        if child is not None and not isinstance(child, Mapping):
+            raise ConfigError(origins(parents[:depth]), "expected a mapping")
+        node[part] = node = dict(child or {})
     node[leaf] = value
 
 
-def _merge(base: Mapping[str, Any], over: Any) -> Any:
+def _merge(base: Mapping[str, Any], over: Any, origins: Origins, path: list[str]) -> Any:
+    """Return ``over`` laid over ``base`` (a deployment entry over the top-level sections).
+
+    Raises:
+        ConfigError: ``base`` holds a non-mapping where the entry gives a mapping, which
+            would silently drop it.
+    """
     if not isinstance(over, Mapping):
         return over
     merged: dict[str, Any] = dict(base)
     for key, value in over.items():
         current = merged.get(key)
-        merged[key] = _merge(current, value) if isinstance(current, Mapping) else value
+        if isinstance(current, Mapping):
+            value = _merge(current, value, origins, [*path, key])
+        elif current is not None and isinstance(value, Mapping):
+            raise ConfigError(origins([*path, key]), "expected a mapping")
+        merged[key] = value
     return merged

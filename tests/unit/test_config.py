@@ -378,3 +378,52 @@ def test_anchors_and_merge_keys_still_work(tmp_path: Path) -> None:
     path.write_text(path.read_text().replace("base: &base", "redis: &base"))
     settings = build_institutional_ingest_config(environ={}, config_file=path)
     assert settings.deployment("b").redis.url.get_secret_value() == "redis://other:6379/1"
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("timescale: {pool_max_size: true}\n", "timescale.pool_max_size"),
+        ("probes: {interval_seconds: true}\n", "probes.interval_seconds"),
+        ("redis: {cache: {max_keys: false}}\n", "redis.cache.max_keys"),
+        ("supervisor: {max_restarts: true}\n", "supervisor.max_restarts"),
+    ],
+)
+def test_a_boolean_is_not_a_number(tmp_path: Path, text: str, where: str) -> None:
+    """Crash 6: `pool_max_size: true` was read as 1; a boolean is refused where a number goes."""
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match="not a boolean") as caught:
+        build_institutional_ingest_config(environ={}, config_file=path)
+    assert where in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "overrides", "where"),
+    [
+        ("timescale: 5\n", {"TIMESCALEDB_URL": "postgresql://h/db"}, {}, "c.yaml: timescale"),
+        ("redis: [a]\n", {"REDIS_CACHE_STRATEGY": "bootstrap"}, {}, "c.yaml: redis"),
+        ("redis: {cache: 5}\n", {"REDIS_CACHE_MAX_KEYS": "9"}, {}, "c.yaml: redis.cache"),
+        ("web: 5\n", {}, {"web.listen_address": ":1"}, "c.yaml: web"),
+        ("probes: x\n", {"INGEST_PROBE_TIMEOUT_SECONDS": "2"}, {}, "c.yaml: probes"),
+        (
+            "timescale: 5\ndeployments: [{name: a, timescale: {pool_max_size: 3}}]\n",
+            {},
+            {},
+            "c.yaml: timescale",
+        ),
+    ],
+)
+def test_a_wrong_typed_file_section_is_refused_even_when_a_variable_sets_part_of_it(
+    tmp_path: Path,
+    text: str,
+    env: dict[str, str],
+    overrides: dict[str, str],
+    where: str,
+) -> None:
+    """Crash 6: a non-mapping section was silently dropped when a variable of it was set."""
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match="expected a mapping") as caught:
+        build_institutional_ingest_config(environ=env, config_file=path, overrides=overrides)
+    assert str(caught.value).endswith(f"/{where}: expected a mapping")
