@@ -245,10 +245,16 @@ class OperatorProbeSettings(_Frozen):
     timeout_seconds: PositiveSeconds | None = None
 
 
-class ProbeSettings(_Frozen):
-    """How often probes run and how long each may take."""
+#: Shortest probe interval: below it the loop only burns CPU and floods the logs.
+MIN_PROBE_INTERVAL_SECONDS = 1.0
 
-    interval_seconds: PositiveSeconds = 15.0
+
+class ProbeSettings(_Frozen):
+    """How often probes run and how long each may take (always less than the interval)."""
+
+    interval_seconds: Annotated[
+        float, Field(ge=MIN_PROBE_INTERVAL_SECONDS, allow_inf_nan=False)
+    ] = 15.0
     timeout_seconds: PositiveSeconds = 5.0
     operator: tuple[OperatorProbeSettings, ...] = ()
 
@@ -329,6 +335,21 @@ class IngestSettings(_Frozen):
             return drill
         names = tuple(d.name for d in info.data.get("dimensions", ()))
         return drill.model_copy(update={"dimensions": names})
+
+    @model_validator(mode="after")
+    def _timeouts_within_the_interval(self) -> Self:
+        """Check that every probe timeout is shorter than the probe interval."""
+        probes = self.probes
+        expected = f"expected less than the probe interval ({probes.interval_seconds:g} s)"
+        if probes.timeout_seconds >= probes.interval_seconds:
+            raise ValueError(f"probes.timeout_seconds: {expected}")
+        for index, entry in enumerate(probes.operator):
+            if (
+                entry.timeout_seconds is not None
+                and entry.timeout_seconds >= probes.interval_seconds
+            ):
+                raise ValueError(f"probes.operator.{index}.timeout_seconds: {expected}")
+        return self
 
     @model_validator(mode="after")
     def _references(self) -> Self:

@@ -81,7 +81,11 @@ async def test_outage_turns_up_to_zero_and_recovery_back_to_one(
     """Stopping a service drops its `up` within interval + timeout; restarting restores it."""
     from .conftest import services_ctl
 
-    settings = settings_factory(INGEST_PROBE_INTERVAL_SECONDS="1", INGEST_PROBE_TIMEOUT_SECONDS="2")
+    # Interval + timeout = 3 s, as the bound below assumes (the timeout must stay below the
+    # interval, so the old 1 s + 2 s became 1.6 s + 1.4 s).
+    settings = settings_factory(
+        INGEST_PROBE_INTERVAL_SECONDS="1.6", INGEST_PROBE_TIMEOUT_SECONDS="1.4"
+    )
     script_name = "postgres" if service == "timescale" else service
     async with running_daemon(settings) as (daemon, url):
         await wait_for(lambda: daemon.state.ready, timeout=15)
@@ -107,7 +111,13 @@ def _spawn(port: int, env: dict[str, str], *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "exporter", *command],
         cwd=REPO,
-        env={**os.environ, **env, "INGEST_PROBE_INTERVAL_SECONDS": "0.5"},
+        env={
+            **os.environ,
+            **env,
+            # Fast cycles; the timeout (and an operator probe's 1 s) stays below the interval.
+            "INGEST_PROBE_INTERVAL_SECONDS": "1.5",
+            "INGEST_PROBE_TIMEOUT_SECONDS": "1",
+        },
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -427,3 +427,36 @@ def test_a_wrong_typed_file_section_is_refused_even_when_a_variable_sets_part_of
     with pytest.raises(ConfigError, match="expected a mapping") as caught:
         build_institutional_ingest_config(environ=env, config_file=path, overrides=overrides)
     assert str(caught.value).endswith(f"/{where}: expected a mapping")
+
+
+@pytest.mark.parametrize(
+    ("env", "key", "expected"),
+    [
+        ({"INGEST_PROBE_INTERVAL_SECONDS": "1e-300"}, "INGEST_PROBE_INTERVAL_SECONDS", ">= 1"),
+        ({"INGEST_PROBE_INTERVAL_SECONDS": "0.5"}, "INGEST_PROBE_INTERVAL_SECONDS", ">= 1"),
+        (
+            {"INGEST_PROBE_INTERVAL_SECONDS": "5", "INGEST_PROBE_TIMEOUT_SECONDS": "5"},
+            "INGEST_PROBE_TIMEOUT_SECONDS",
+            "less than the probe interval (5 s)",
+        ),
+        ({"INGEST_PROBE_TIMEOUT_SECONDS": "30"}, "INGEST_PROBE_TIMEOUT_SECONDS", "(15 s)"),
+    ],
+)
+def test_the_probe_interval_has_sane_minimums(env: dict[str, str], key: str, expected: str) -> None:
+    """Crash 6: 1e-300 s ran 450 cycles a second; the interval is >= 1 s, the timeout below it."""
+    with pytest.raises(ConfigError) as caught:
+        build_institutional_ingest_config(environ=env)
+    message = str(caught.value).replace("greater than or equal to ", ">= ")
+    assert message.startswith(f"{key}: ")
+    assert expected in message
+
+
+def test_an_operator_probe_timeout_must_fit_the_interval(tmp_path: Path) -> None:
+    """An operator probe's own timeout is held to the same rule, naming its entry."""
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "probes:\n  interval_seconds: 10\n"
+        "  operator: [{name: x, target: 'm:f', timeout_seconds: 10}]\n"
+    )
+    with pytest.raises(ConfigError, match=r"probes\.operator\[0\]\.timeout_seconds: expected less"):
+        build_institutional_ingest_config(environ={}, config_file=path)
