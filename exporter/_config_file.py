@@ -27,7 +27,16 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from exporter.errors import ConfigError
 
-__all__ = ["MAX_BYTES", "MAX_DEPTH", "MAX_DIGITS", "MAX_NODES", "read_yaml"]
+__all__ = [
+    "MAX_BYTES",
+    "MAX_DEPTH",
+    "MAX_DIGITS",
+    "MAX_NODES",
+    "MAX_SECRET_BYTES",
+    "read_secret_file",
+    "read_yaml",
+    "readable_by_all",
+]
 
 #: Largest file read, in bytes.
 MAX_BYTES: Final = 256 * 1024
@@ -37,6 +46,8 @@ MAX_DEPTH: Final = 64
 MAX_NODES: Final = 1_000_000
 #: Longest integer, in characters.
 MAX_DIGITS: Final = 64
+#: Largest secret file read (``*_FILE`` variables), in bytes.
+MAX_SECRET_BYTES: Final = 64 * 1024
 _MERGE_TAG: Final = "tag:yaml.org,2002:merge"
 
 
@@ -83,6 +94,42 @@ def read_yaml(path: str | Path, label: str, *, unreadable: str | None = None) ->
         raise ConfigError(where, f"not valid YAML{at}") from None
     finally:
         loader.dispose()
+
+
+def read_secret_file(path: str, label: str) -> str:
+    """Return the secret held by the file at ``path``, without surrounding whitespace.
+
+    Args:
+        path: The file (a mounted Docker or Kubernetes secret, typically).
+        label: The ``X_FILE`` variable that named it; errors name it, never the content.
+
+    Raises:
+        ConfigError: the file cannot be read, is larger than :data:`MAX_SECRET_BYTES`, is
+            not UTF-8 or holds nothing.
+    """
+    try:
+        with Path(path).open("rb") as handle:
+            data = handle.read(MAX_SECRET_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(label, f"cannot read the file ({exc.strerror})") from None
+    if len(data) > MAX_SECRET_BYTES:
+        raise ConfigError(label, f"the file is larger than {MAX_SECRET_BYTES // 1024} KiB")
+    try:
+        # The trailing newline an editor or `echo` leaves is not part of the secret.
+        text = data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ConfigError(label, "the file is not UTF-8 text") from None
+    if not text:
+        raise ConfigError(label, "the file is empty")
+    return text
+
+
+def readable_by_all(path: str) -> bool:
+    """Tell whether every user of the machine may read the file at ``path``."""
+    try:
+        return bool(Path(path).stat().st_mode & 0o004)
+    except OSError:
+        return False  # the loader reports an unreadable file
 
 
 class _Loader(yaml.SafeLoader):

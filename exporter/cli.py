@@ -22,6 +22,7 @@ from exporter.config import (
     IngestSettings,
     build_institutional_ingest_config,
     build_redactor,
+    world_readable_secret_files,
 )
 from exporter.errors import ConfigError, ExporterError
 from exporter.redaction import Redactor
@@ -175,6 +176,13 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
 
 
 def _dispatch(args: argparse.Namespace, settings: IngestSettings) -> int:
+    exposed = world_readable_secret_files()
+    if args.command in ("check-config", "manifest"):
+        for name in exposed:
+            print(
+                f"ingest-exporter: warning: {name} names a file every user may read",
+                file=sys.stderr,
+            )
     if args.command == "check-config":
         _check_operator_probes(settings)
         if settings.web.config_file is not None:
@@ -189,6 +197,11 @@ def _dispatch(args: argparse.Namespace, settings: IngestSettings) -> int:
     # The one redactor of the process: logs, spans and every job scrub with it.
     redactor = build_redactor(settings)
     _configure_logs(settings, redactor)
+    if exposed:
+        import structlog
+
+        for name in exposed:
+            structlog.get_logger(__name__).warning("secret_file_world_readable", variable=name)
     if args.command == "probe":
         chosen = _chosen(settings, args.deployment)
         code = asyncio.run(_probe(settings, chosen, args.format, redactor))

@@ -24,7 +24,7 @@ from urllib.parse import unquote
 from pydantic import ValidationError
 
 from exporter._config_errors import Origins, config_error, echoable
-from exporter._config_file import read_yaml
+from exporter._config_file import read_secret_file, read_yaml, readable_by_all
 from exporter._settings import (
     CACHE_PRESETS,
     DeploymentSettings,
@@ -67,6 +67,7 @@ __all__ = [
     "build_institutional_ingest_config",
     "build_redactor",
     "otel_environment",
+    "world_readable_secret_files",
 ]
 
 # Where each environment variable lands. "@" paths are deployment-level (they become the
@@ -118,6 +119,10 @@ ENVIRONMENT: tuple[tuple[tuple[str, ...], str, str], ...] = (
 _DEPLOYMENT_KEYS = {"deployment": "name"} | {
     k: k for k in ("timescale", "redis", "kafka", "mask_hosts")
 }
+# Values that may be secrets: each variable of these also has an X_FILE form.
+_SECRET_PATHS = frozenset(
+    {"@timescale.url", "@redis.url", "@kafka.sasl_username", "@kafka.sasl_password"}
+)
 # Values given as one comma-separated string in the environment.
 _LIST_PATHS = frozenset(
     {
@@ -153,10 +158,10 @@ def build_institutional_ingest_config(
     entries = root.pop("deployments", None)
 
     for names, path, _ in ENVIRONMENT:
-        name = next((n for n in names if env.get(n, "").strip()), None)
-        if name is None:
+        found = _lookup(env, names, secret=path in _SECRET_PATHS)
+        if found is None:
             continue
-        value: Any = env[name].strip()
+        name, value = found
         if path in _LIST_PATHS:
             value = [item.strip() for item in value.split(",") if item.strip()]
         elif path == "@kafka.ingest_topics":
@@ -179,6 +184,16 @@ def build_institutional_ingest_config(
         return IngestSettings(**root)
     except ValidationError as exc:
         raise config_error(exc, origins) from None
+
+
+def world_readable_secret_files(environ: Mapping[str, str] | None = None) -> list[str]:
+    """Return the ``*_FILE`` variables whose file every user of the machine may read.
+
+    Only the file's mode is looked at: its content was read once, by the loader.
+    """
+    env = os.environ if environ is None else environ
+    names = [f"{n}_FILE" for names, path, _ in ENVIRONMENT if path in _SECRET_PATHS for n in names]
+    return [name for name in names if env.get(name, "").strip() and readable_by_all(env[name])]
 
 
 def otel_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -218,6 +233,24 @@ def _read_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(str(path), "expected a mapping at the top level")
     return data
+
+
+def _lookup(env: Mapping[str, str], names: tuple[str, ...], *, secret: bool) -> Any:
+    """Return ``(variable, value)`` of the first alias set, or ``None``.
+
+    A secret may come from the file named by ``X_FILE`` instead (how Docker and Kubernetes
+    mount secrets); it is read here, once.
+    """
+    for name in names:
+        value = env.get(name, "").strip()
+        path = env.get(f"{name}_FILE", "").strip() if secret else ""
+        if value and path:
+            raise ConfigError(f"{name}_FILE", f"set only one of {name} and {name}_FILE")
+        if path:
+            return f"{name}_FILE", read_secret_file(path, f"{name}_FILE")
+        if value:
+            return name, value
+    return None
 
 
 def _parse_pairs(name: str, value: str, sep: str) -> dict[str, str]:

@@ -16,6 +16,7 @@ from exporter.config import (
     TimescaleFailoverDrillSettings,
     build_institutional_ingest_config,
     build_redactor,
+    world_readable_secret_files,
 )
 from exporter.errors import ConfigError
 
@@ -460,3 +461,74 @@ def test_an_operator_probe_timeout_must_fit_the_interval(tmp_path: Path) -> None
     )
     with pytest.raises(ConfigError, match=r"probes\.operator\[0\]\.timeout_seconds: expected less"):
         build_institutional_ingest_config(environ={}, config_file=path)
+
+
+@pytest.mark.parametrize(
+    ("variable", "content", "read"),
+    [
+        ("TIMESCALEDB_URL", "postgresql://u:Fi1e-pw@h/db\n", "timescale.url"),
+        ("DATABASE_URL", "postgresql://u:Fi1e-pw@h/db\r\n", "timescale.url"),
+        ("REDIS_URL", "redis://:Fi1e-pw@cache:6379/0\n", "redis.url"),
+        ("KAFKA_SASL_PASSWORD", "Fi1e-pw\n", "kafka.sasl_password"),
+        ("KAFKA_SASL_USERNAME", "svc-user\n", "kafka.sasl_username"),
+    ],
+)
+def test_every_secret_variable_has_a_file_variant(
+    tmp_path: Path, variable: str, content: str, read: str
+) -> None:
+    """Crash 7: X_FILE names a file holding X's value (trailing newline stripped)."""
+    secret = tmp_path / "secret"
+    secret.write_text(content)
+    secret.chmod(0o600)
+    settings = build_institutional_ingest_config(environ={f"{variable}_FILE": str(secret)})
+    section, field = read.split(".")
+    value = getattr(getattr(settings.deployment(), section), field)
+    plain = value if isinstance(value, str) else value.get_secret_value()
+    assert plain == content.rstrip("\r\n")
+    assert plain in build_redactor(settings, environ={}).secrets
+    assert world_readable_secret_files({f"{variable}_FILE": str(secret)}) == []
+
+
+def test_a_secret_file_readable_by_everyone_is_warned_about(tmp_path: Path) -> None:
+    """A world-readable secret file is found by its variable (the CLI warns about it)."""
+    secret = tmp_path / "secret"
+    secret.write_text("Fi1e-pw\n")
+    secret.chmod(0o644)
+    env = {"KAFKA_SASL_PASSWORD_FILE": str(secret)}
+    assert world_readable_secret_files(env) == ["KAFKA_SASL_PASSWORD_FILE"]
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"REDIS_URL": "redis://h/0", "REDIS_URL_FILE": "{secret}"}, "only one of"),
+        ({"REDIS_URL_FILE": "{missing}"}, "cannot read the file"),
+        ({"REDIS_URL_FILE": "{empty}"}, "the file is empty"),
+        ({"REDIS_URL_FILE": "{binary}"}, "not UTF-8"),
+        ({"TIMESCALEDB_URL_FILE": "{secret}"}, "expected a PostgreSQL URL"),
+    ],
+)
+def test_a_bad_secret_file_is_one_error_naming_the_file_variable(
+    tmp_path: Path, env: dict[str, str], expected: str
+) -> None:
+    """Both set, unreadable, empty or non-UTF-8 files, or a bad value, name X_FILE only."""
+    files: dict[str, str | bytes] = {
+        "secret": "redis://:Fi1e-pw@h:6379/0\n",
+        "empty": "\n",
+        "binary": b"\xff\xfe",
+    }
+    paths = {"missing": str(tmp_path / "missing")}
+    for name, content in files.items():
+        path = tmp_path / name
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content)
+        paths[name] = str(path)
+    resolved = {name: value.format(**paths) for name, value in env.items()}
+    with pytest.raises(ConfigError) as caught:
+        build_institutional_ingest_config(environ=resolved)
+    message = str(caught.value)
+    assert message.split(":")[0].endswith("_FILE")
+    assert expected in message
+    assert "Fi1e-pw" not in message
