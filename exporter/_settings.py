@@ -71,7 +71,7 @@ def _check_url(
         )
     problem = query_problem(canonical, typed)
     if problem is not None:
-        raise ValueError(f"expected a {what} URL without {problem}")
+        raise ValueError(f"expected a {what} URL the driver reads: {problem}")
     return value if canonical == raw else SecretStr(canonical)
 
 

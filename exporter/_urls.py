@@ -183,12 +183,12 @@ def query_problem(url: str, typed: Mapping[str, object] | None = None) -> str | 
     query = url.partition("?")[2].partition("#")[0] if literal else parts.query or ""
     segments = query.split("&") if query else []
     if any("=" not in segment for segment in segments):
-        return "a query parameter without '=' (write '&' inside a value as %26)"
+        return "a query parameter has no '=' (write a '&' inside a value as %26)"
     values = parse_qs(query)  # blank values are dropped, as redis-py does
     for name, convert in (typed or {}).items():
         if name in values and callable(convert):
             try:
                 convert(values[name][0])
             except (TypeError, ValueError):
-                return f"query parameter {name!r} does not parse as the driver expects"
+                return f"the value of query parameter {name!r} is not what the driver expects"
     return None

@@ -176,6 +176,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
 
 
 def _dispatch(args: argparse.Namespace, settings: IngestSettings) -> int:
+    # A secret in a file every user may read is worth a warning, not a refusal.
     exposed = world_readable_secret_files()
     if args.command in ("check-config", "manifest"):
         for name in exposed:
