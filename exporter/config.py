@@ -161,7 +161,8 @@ def build_institutional_ingest_config(
         found = _lookup(env, names, secret=path in _SECRET_PATHS)
         if found is None:
             continue
-        name, value = found
+        name, text = found
+        value: Any = text
         if path in _LIST_PATHS:
             value = [item.strip() for item in value.split(",") if item.strip()]
         elif path == "@kafka.ingest_topics":
@@ -192,8 +193,11 @@ def world_readable_secret_files(environ: Mapping[str, str] | None = None) -> lis
     Only the file's mode is looked at: its content was read once, by the loader.
     """
     env = os.environ if environ is None else environ
-    names = [f"{n}_FILE" for names, path, _ in ENVIRONMENT if path in _SECRET_PATHS for n in names]
-    return [name for name in names if env.get(name, "").strip() and readable_by_all(env[name])]
+    variables = [
+        f"{n}_FILE" for aliases, path, _ in ENVIRONMENT if path in _SECRET_PATHS for n in aliases
+    ]
+    named = {variable: env.get(variable, "").strip() for variable in variables}
+    return [variable for variable, file in named.items() if file and readable_by_all(file)]
 
 
 def otel_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -235,7 +239,9 @@ def _read_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def _lookup(env: Mapping[str, str], names: tuple[str, ...], *, secret: bool) -> Any:
+def _lookup(
+    env: Mapping[str, str], names: tuple[str, ...], *, secret: bool
+) -> tuple[str, str] | None:
     """Return ``(variable, value)`` of the first alias set, or ``None``.
 
     A secret may come from the file named by ``X_FILE`` instead (how Docker and Kubernetes
