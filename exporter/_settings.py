@@ -18,7 +18,7 @@ from pydantic import (
 )
 from redis.connection import URL_QUERY_ARGUMENT_PARSERS
 
-from exporter._urls import canonical_url, query_problem, split_url
+from exporter._urls import POSTGRES_QUERY, driver_url
 from exporter.redaction import url_secrets
 
 DEFAULT_TIMESCALE_URL = "postgresql://ingest:local-dev-pw@127.0.0.1:55432/ingest"
@@ -53,31 +53,9 @@ class _Frozen(BaseModel):
 def _check_url(
     value: SecretStr, schemes: tuple[str, ...], what: str, typed: Mapping[str, object]
 ) -> SecretStr:
-    """Validate a connection URL and return the form every driver reads alike (see _urls)."""
     raw = value.get_secret_value()
-    parts = split_url(raw)
-    expected = f"expected a {what} URL ({'|'.join(schemes)}://[user[:password]@]host)"
-    if parts is None or parts.scheme.lower() not in schemes:
-        raise ValueError(expected)
-    if not (parts.hosts or "host=" in (parts.query or "") or parts.scheme.lower() == "unix"):
-        raise ValueError(expected)
-    if any(port is not None and port > 65535 for port in parts.ports()):
-        raise ValueError(expected)
-    canonical = canonical_url(raw)
-    if canonical is None:
-        raise ValueError(
-            f"expected a {what} URL that every driver reads alike: write a raw '@' in a "
-            "query value as %40 (or '/', '?', '#' in the password as %2F, %3F, %23)"
-        )
-    problem = query_problem(canonical, typed)
-    if problem is not None:
-        raise ValueError(f"expected a {what} URL the driver reads: {problem}")
+    canonical = driver_url(raw, schemes, what, typed)
     return value if canonical == raw else SecretStr(canonical)
-
-
-def _port_list(value: str) -> list[int]:
-    """Read ``port=`` as asyncpg does: comma-separated integers."""
-    return [int(port) for port in value.split(",")]
 
 
 class TimescaleSettings(_Frozen):
@@ -91,7 +69,7 @@ class TimescaleSettings(_Frozen):
     @field_validator("url")
     @classmethod
     def _url(cls, value: SecretStr) -> SecretStr:
-        return _check_url(value, ("postgresql", "postgres"), "PostgreSQL", {"port": _port_list})
+        return _check_url(value, ("postgresql", "postgres"), "PostgreSQL", POSTGRES_QUERY)
 
 
 CachePreset = Literal["institutional", "bootstrap", "aggressive", "extended", "disabled"]
