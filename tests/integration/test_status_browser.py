@@ -30,7 +30,7 @@ from .daemon_process import REPO, DaemonProcess
 from .redis_instance import RedisServers
 
 SHOTS = REPO / "test-artifacts" / "status-page"
-INTERVAL = 1.0
+INTERVAL = 2
 CHROME_ARGS = (
     "--headless=new",
     "--no-sandbox",
@@ -164,7 +164,7 @@ async def test_status_page_in_chromium_follows_a_redis_outage(
             "KAFKA_BOOTSTRAP_SERVERS": service_env["KAFKA_BOOTSTRAP_SERVERS"],
             "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
             "INGEST_PROBE_INTERVAL_SECONDS": str(INTERVAL),
-            "INGEST_PROBE_TIMEOUT_SECONDS": "2",
+            "INGEST_PROBE_TIMEOUT_SECONDS": "1",
             "KAFKA_MANIFEST_PUBLISH": "false",
         },
         tmp_path / "daemon.log",

@@ -45,8 +45,8 @@ async def test_canary_password_never_appears_on_any_page(
             "TIMESCALEDB_URL": _with_password(service_env["TIMESCALEDB_URL"], CANARY),
             "REDIS_URL": _with_password(service_env["REDIS_URL"], CANARY),
             "KAFKA_BOOTSTRAP_SERVERS": service_env["KAFKA_BOOTSTRAP_SERVERS"],
-            "INGEST_PROBE_INTERVAL_SECONDS": "0.5",
-            "INGEST_PROBE_TIMEOUT_SECONDS": "2",
+            "INGEST_PROBE_INTERVAL_SECONDS": "1",
+            "INGEST_PROBE_TIMEOUT_SECONDS": "0.5",
             "KAFKA_MANIFEST_PUBLISH": "false",
             "INGEST_LOG_LEVEL": "debug",  # the most a cycle can capture and a log can say
         },
