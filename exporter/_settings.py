@@ -32,8 +32,10 @@ def _check_url(value: SecretStr, schemes: tuple[str, ...], what: str) -> SecretS
     try:
         parts = urlsplit(raw)
         host = parts.netloc.rpartition("@")[2]
-        # Reading .port validates it (ValueError when not a number in range).
-        _ = parts.port if host and not host.startswith(",") else None
+        # Reading .port validates it (ValueError when not a number in range); a libpq
+        # multi-host list (h1:p1,h2:p2, a failover write endpoint) is checked host by host.
+        for item in host.split(",") if host and not host.startswith(",") else ():
+            _ = urlsplit(f"//{item}").port
     except ValueError:
         host = ""
     scheme_ok = raw.partition("://")[0].lower() in schemes
@@ -49,11 +51,23 @@ class TimescaleSettings(_Frozen):
     application_name: str = Field("ingest-exporter", min_length=1, max_length=63)
     pool_max_size: int = Field(2, ge=1, le=20)
     statement_timeout_seconds: PositiveSeconds = 5.0
+    #: A streaming replica: the fallback path failover drills read.
+    replica_url: SecretStr | None = None
+    #: The write endpoint that follows the primary (a multi-host URL with
+    #: ``target_session_attrs=read-write``); ``url`` when unset.
+    write_url: SecretStr | None = None
 
-    @field_validator("url")
+    @field_validator("url", "replica_url", "write_url")
     @classmethod
-    def _url(cls, value: SecretStr) -> SecretStr:
+    def _url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
         return _check_url(value, ("postgresql", "postgres"), "PostgreSQL")
+
+    @property
+    def write_endpoint(self) -> SecretStr:
+        """Return the URL writes go to: ``write_url``, else ``url``."""
+        return self.write_url or self.url
 
 
 CachePreset = Literal["institutional", "bootstrap", "aggressive", "extended", "disabled"]
@@ -183,6 +197,7 @@ class DrillObjectives(_Frozen):
     detection_seconds: PositiveSeconds = 30.0
     rto_seconds: PositiveSeconds = 120.0
     rpo_seconds: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 5.0
+    lost_writes: int = Field(0, ge=0)
 
 
 class TimescaleFailoverDrillSettings(_Frozen):
@@ -193,6 +208,19 @@ class TimescaleFailoverDrillSettings(_Frozen):
     label: str = Field("timescale-failover-drill", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
     run_fallback: bool = False
     objectives: DrillObjectives = DrillObjectives()
+    #: argv of the command that causes the fault (switchover, kill); never run through a shell.
+    inject_command: tuple[str, ...] = ()
+    inject_timeout_seconds: PositiveSeconds = 120.0
+    #: A file holding the bearer token of ``POST /api/v1/drills`` (no token: POST refused).
+    token_file: Path | None = None
+    #: Run the ``fallback`` scenario this often (never when unset).
+    schedule_seconds: PositiveSeconds | None = None
+    deadline_seconds: PositiveSeconds = 300.0
+    probe_interval_seconds: PositiveSeconds = 1.0
+    write_interval_seconds: PositiveSeconds = 0.2
+    lock_ttl_seconds: Annotated[float, Field(ge=1, allow_inf_nan=False)] = 30.0
+    #: The drill's own table (created by the drill in the write endpoint's database).
+    table: str = Field("ingest_failover_drill_writes", pattern=_TABLE.pattern)
 
 
 class OperatorProbeSettings(_Frozen):
@@ -334,7 +362,9 @@ class IngestSettings(BaseSettings):
         """
         values: list[str] = []
         for deployment in self.deployments:
-            urls = [deployment.timescale.url, deployment.redis.url]
+            timescale = deployment.timescale
+            extra = [u for u in (timescale.replica_url, timescale.write_url) if u is not None]
+            urls = [timescale.url, deployment.redis.url, *extra]
             values += [url.get_secret_value() for url in urls]
             for url in urls:
                 userinfo = url.get_secret_value().partition("://")[2].rpartition("@")[0]
