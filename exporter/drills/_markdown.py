@@ -1,0 +1,183 @@
+"""Markdown rendering of a drill record (:meth:`FailoverDrillSnapshot.to_markdown`)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from exporter.drills.report import DimensionReading, FailoverDrillSnapshot
+
+__all__ = ["render"]
+
+_EVENTS = (
+    ("armed", "armed (writes and probes running)"),
+    ("fault_injected", "fault injected"),
+    ("outage_began", "outage began (last success before detection)"),
+    ("detected", "detected (first failed probe of the primary)"),
+    ("promoted", "promoted (a replica left recovery / new timeline)"),
+    ("first_write_acked", "first write acknowledged (RTO end)"),
+    ("recovered", "recovered (all checks ok again)"),
+    ("finished", "finished"),
+)
+
+
+def render(snapshot: FailoverDrillSnapshot) -> str:
+    """Return ``snapshot`` as a markdown document."""
+    s = snapshot
+    lines = [f"# Failover drill `{s.drill_id}`: **{s.result.value.upper()}**", ""]
+    facts = [
+        ("scenario", s.scenario),
+        ("label", s.label),
+        ("deployment", s.deployment),
+        ("initiator", s.initiator),
+        ("dimensions", ", ".join(s.dimensions) or "none"),
+        ("started", _when(s.timestamps.started)),
+        ("duration", f"{s.duration_seconds:.2f} s"),
+    ]
+    if s.aborted_reason:
+        facts.append(("aborted", s.aborted_reason))
+    if s.failed_objectives:
+        facts.append(("failed objectives", "; ".join(s.failed_objectives)))
+    if s.trace_id:
+        facts.append(("trace id", f"`{s.trace_id}`"))
+    lines += _table(("", ""), facts)
+    lines += ["", "## Verdict", ""]
+    lines += _table(
+        ("component", "status", "summary"),
+        [(c.name, c.status.value, c.summary) for c in s.components],
+    )
+    lines += ["", "## Measurements", ""]
+    lines += _table(("measure", "value", "objective"), _measures(s))
+    lines += ["", "## Timeline", ""]
+    lines += _table(("event", "time (UTC)", "since the fault"), _timeline(s))
+    if s.fallback is not None:
+        f = s.fallback
+        lines += ["", f"## Fallback path: replica `{f.replica_endpoint}`", ""]
+        state = "streaming" if f.streaming else "not streaming" if f.streaming is False else "?"
+        paused = ", replay paused" if f.replay_paused else ""
+        lines.append(f"Replica {state}{paused}; {_bytes(f.lag_bytes)} of WAL behind the primary.")
+        if f.error:
+            lines.append(f"Error: {f.error}")
+        lines.append("")
+        lines += _dimension_table(f.dimensions, behind=True)
+    if s.dimensions_after:
+        lines += ["", "## Dimensions on the new primary", ""]
+        lines += _dimension_table(s.dimensions_after, behind=False)
+    if s.jobs is not None:
+        lines += ["", "## TimescaleDB jobs", "", s.jobs.detail or "not checked"]
+    lines += ["", "## Phases", ""]
+    lines += _table(
+        ("phase", "status", "took", "summary"),
+        [(p.name, p.status.value, _took(p.started_at, p.finished_at), p.summary) for p in s.phases],
+    )
+    if s.injection is not None:
+        i = s.injection
+        command = " ".join(i.argv)
+        lines += ["", "## Injection", "", f"`{command}`: exit code {i.exit_code}"]
+        lines.append(
+            f"({_took(i.started_at, i.finished_at)}{', timed out' if i.timed_out else ''})"
+        )
+        if i.error:
+            lines.append(f"Error: {i.error}")
+        if i.output.strip():
+            lines += ["", "```text", i.output.rstrip().replace("```", "'''"), "```"]
+    lines += ["", "## Settings used", ""]
+    lines += _table(("setting", "value"), _settings(s.settings))
+    return "\n".join(lines) + "\n"
+
+
+def _measures(s: FailoverDrillSnapshot) -> list[tuple[str, str, str]]:
+    m = s.measured
+    objectives = s.settings.get("objectives", {})
+    rows = [
+        ("detection", _seconds(m.detection_seconds), _seconds(objectives.get("detection_seconds"))),
+        ("promotion", _seconds(m.promotion_seconds), "-"),
+        ("RTO", _seconds(m.rto_seconds), _seconds(objectives.get("rto_seconds"))),
+        ("RPO: lost writes", _count(m.rpo.lost_writes), _count(objectives.get("lost_writes"))),
+        ("RPO: WAL bytes", _bytes(m.rpo.bytes), "-"),
+        (
+            "RPO: seconds of writes",
+            _seconds(m.rpo.seconds),
+            _seconds(objectives.get("rpo_seconds")),
+        ),
+        ("writes acknowledged / failed", f"{m.writes_acknowledged} / {m.writes_failed}", "-"),
+    ]
+    if m.timeline_before is not None:
+        after = m.timeline_after if m.timeline_after is not None else "?"
+        rows.append(("timeline", f"{m.timeline_before} -> {after}", "-"))
+    if m.rpo.lost_seqs:
+        rows.append(("lost seqs", ", ".join(str(n) for n in m.rpo.lost_seqs[:20]), "-"))
+    return rows
+
+
+def _timeline(s: FailoverDrillSnapshot) -> list[tuple[str, str, str]]:
+    stamps = s.timestamps
+    zero = stamps.fault_injected or stamps.outage_began
+    rows = []
+    for key, text in _EVENTS:
+        value = getattr(stamps, key)
+        if value is not None:
+            since = f"{value - zero:+.3f} s" if zero is not None else "-"
+            rows.append((text, _when(value), since))
+    return rows
+
+
+def _dimension_table(readings: Sequence[DimensionReading], *, behind: bool) -> list[str]:
+    header = ("dimension", "server", "rows", "newest row age", "SLA", "fresh")
+    rows = []
+    for r in readings:
+        row = (
+            r.dimension,
+            r.server,
+            "present" if r.present else (r.error or "none"),
+            _seconds(r.age_seconds),
+            _seconds(r.sla_seconds),
+            "yes" if r.fresh else "no",
+        )
+        rows.append((*row, _seconds(r.behind_seconds)) if behind else row)
+    return _table((*header, "behind the primary") if behind else header, rows)
+
+
+def _settings(settings: dict[str, object]) -> list[tuple[str, str]]:
+    rows = []
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            rows += [(f"{key}.{k}", str(v)) for k, v in value.items()]
+        elif isinstance(value, list):
+            rows.append((key, " ".join(str(v) for v in value) or "-"))
+        else:
+            rows.append((key, "-" if value is None else str(value)))
+    return rows
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    return out
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _when(epoch: float) -> str:
+    moment = dt.datetime.fromtimestamp(epoch, dt.UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def _took(start: float | None, end: float | None) -> str:
+    return f"{end - start:.3f} s" if start is not None and end is not None else "-"
+
+
+def _seconds(value: object) -> str:
+    return f"{value:.3f} s" if isinstance(value, int | float) else "-"
+
+
+def _count(value: object) -> str:
+    return str(value) if isinstance(value, int) else "-"
+
+
+def _bytes(value: float | None) -> str:
+    return f"{value:,.0f} bytes" if value is not None else "? bytes"
