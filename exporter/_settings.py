@@ -7,8 +7,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 from urllib.parse import unquote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 DEFAULT_TIMESCALE_URL = "postgresql://ingest:local-dev-pw@127.0.0.1:55432/ingest"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:56379/0"
@@ -184,11 +191,13 @@ class DimensionSettings(_Frozen):
     freshness_sla_seconds: PositiveSeconds = 3_600.0
     recent_window_seconds: PositiveSeconds = 3_600.0
 
-    @model_validator(mode="after")
-    def _default_table(self) -> Self:
-        if not self.table:
-            object.__setattr__(self, "table", self.name)
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _default_table(cls, data: Any) -> Any:
+        """Name the table after the dimension unless the input names one."""
+        if isinstance(data, dict) and not data.get("table"):
+            return {**data, "table": data.get("name", "")}
+        return data
 
 
 class DrillObjectives(_Frozen):
@@ -287,10 +296,8 @@ class LogSettings(_Frozen):
         return value.lower() if isinstance(value, str) else value
 
 
-class IngestSettings(BaseSettings):
+class IngestSettings(_Frozen):
     """The whole validated, immutable configuration of one exporter process."""
-
-    model_config = SettingsConfigDict(frozen=True, extra="forbid")
 
     dimensions: tuple[DimensionSettings, ...] = ()
     deployments: tuple[DeploymentSettings, ...] = (DeploymentSettings(),)
@@ -300,29 +307,24 @@ class IngestSettings(BaseSettings):
     web: WebSettings = WebSettings()
     log: LogSettings = LogSettings()
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Use only explicit input: config.py maps the environment itself.
-
-        The operator-facing variable names predate this tree (three aliases for one URL,
-        comma-separated pairs), and errors must name the variable that was set, so the
-        environment is read by :func:`exporter.config.build_institutional_ingest_config`.
-        """
-        return (init_settings,)
-
     @field_validator("dimensions", mode="before")
     @classmethod
     def _dimension_names(cls, value: Any) -> Any:
         if isinstance(value, list | tuple):
             return [{"name": v} if isinstance(v, str) else v for v in value]
         return value
+
+    @field_validator("failover_drill")
+    @classmethod
+    def _drill_every_dimension(
+        cls, drill: TimescaleFailoverDrillSettings, info: ValidationInfo
+    ) -> TimescaleFailoverDrillSettings:
+        """Give enabled drills that name no dimension every declared one."""
+        # ``dimensions`` is declared first, so it is validated (or failed) by now.
+        if not drill.enabled or drill.dimensions:
+            return drill
+        names = tuple(d.name for d in info.data.get("dimensions", ()))
+        return drill.model_copy(update={"dimensions": names})
 
     @model_validator(mode="after")
     def _references(self) -> Self:
@@ -341,10 +343,7 @@ class IngestSettings(BaseSettings):
                     f"got unknown {name!r}"
                 )
         if self.failover_drill.enabled and not self.failover_drill.dimensions:
-            if not known:
-                raise ValueError("failover_drill.enabled: expected declared dimensions to drill")
-            drill = self.failover_drill.model_copy(update={"dimensions": tuple(known)})
-            object.__setattr__(self, "failover_drill", drill)
+            raise ValueError("failover_drill.enabled: expected declared dimensions to drill")
         for index, deployment in enumerate(self.deployments):
             for binding in deployment.kafka.ingest_topics:
                 if binding.dimension not in known:
