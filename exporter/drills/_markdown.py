@@ -12,6 +12,7 @@ if TYPE_CHECKING:
 __all__ = ["render"]
 
 _EVENTS = (
+    ("started", "started"),
     ("armed", "armed (writes and probes running)"),
     ("fault_injected", "fault injected"),
     ("outage_began", "outage began (last success before detection)"),
@@ -91,21 +92,30 @@ def render(snapshot: FailoverDrillSnapshot) -> str:
 def _measures(s: FailoverDrillSnapshot) -> list[tuple[str, str, str]]:
     m = s.measured
     objectives = s.settings.get("objectives", {})
+    if s.scenario == "fallback":
+        return [
+            (
+                "RPO exposure: seconds",
+                _seconds(m.rpo.seconds),
+                _target(objectives.get("rpo_seconds")),
+            ),
+            ("RPO exposure: WAL bytes", _bytes(m.rpo.bytes), "-"),
+        ]
     rows = [
-        ("detection", _seconds(m.detection_seconds), _seconds(objectives.get("detection_seconds"))),
+        ("detection", _seconds(m.detection_seconds), _target(objectives.get("detection_seconds"))),
         ("promotion", _seconds(m.promotion_seconds), "-"),
-        ("RTO", _seconds(m.rto_seconds), _seconds(objectives.get("rto_seconds"))),
+        ("RTO", _seconds(m.rto_seconds), _target(objectives.get("rto_seconds"))),
         ("RPO: lost writes", _count(m.rpo.lost_writes), _count(objectives.get("lost_writes"))),
         ("RPO: WAL bytes", _bytes(m.rpo.bytes), "-"),
         (
             "RPO: seconds of writes",
             _seconds(m.rpo.seconds),
-            _seconds(objectives.get("rpo_seconds")),
+            _target(objectives.get("rpo_seconds")),
         ),
         ("writes acknowledged / failed", f"{m.writes_acknowledged} / {m.writes_failed}", "-"),
     ]
     if m.timeline_before is not None:
-        after = m.timeline_after if m.timeline_after is not None else "?"
+        after = m.timeline_after if m.timeline_after is not None else m.timeline_before
         rows.append(("timeline", f"{m.timeline_before} -> {after}", "-"))
     if m.rpo.lost_seqs:
         rows.append(("lost seqs", ", ".join(str(n) for n in m.rpo.lost_seqs[:20]), "-"))
@@ -173,6 +183,10 @@ def _took(start: float | None, end: float | None) -> str:
 
 def _seconds(value: object) -> str:
     return f"{value:.3f} s" if isinstance(value, int | float) else "-"
+
+
+def _target(value: object) -> str:
+    return f"{value:g} s" if isinstance(value, int | float) else "-"
 
 
 def _count(value: object) -> str:

@@ -109,7 +109,8 @@ class Steps:
                 detail = check.detail if check is not None else "not probed"
                 raise StopCondition(f"dimension {dim.name} not fresh at pre-check ({detail})")
         primary = await self._read_write_endpoint()
-        parts = [f"primary on timeline {primary.timeline}", f"{len(self.plan.dimensions)} fresh"]
+        fresh = f"{len(self.plan.dimensions)} dimension(s) fresh"
+        parts = [f"primary on timeline {primary.timeline}", fresh]
         if self._replica_url is not None:
             parts.append(await self._check_replica())
         if self.plan.measure_fallback and self.plan.scenario is not Scenario.FALLBACK:
@@ -329,7 +330,7 @@ class Steps:
             return list(self.evidence.dimensions_after)
 
     async def post_check(self) -> tuple[bool, str]:
-        """Probe once more, read the jobs, and delete the drill's rows."""
+        """Probe once more and read the TimescaleDB jobs on the new primary."""
         report = await self.target.connectivity_report()
         self.evidence.health_post = [r for r in report.results if r.connector == "timescale"]
         healthy = report.connector_up("timescale")
@@ -339,20 +340,9 @@ class Steps:
                 jobs = self.evidence.jobs = await measure.read_jobs(conn, self._timeout)
             finally:
                 await close_quietly(conn, self._timeout)
-            forgotten = await self._forget()
         except DB_ERRORS as exc:
             return False, f"new primary unreachable: {classify(exc).value}"
-        state = "up" if healthy else "not up"
-        return healthy, f"timescale {state}; {jobs.detail}; {forgotten} drill rows deleted"
-
-    async def _forget(self) -> int:
-        if self.writer is None:
-            return 0
-        conn = await self.writer.connect()
-        try:
-            return await self.writer.forget(conn)
-        finally:
-            await close_quietly(conn, self._timeout)
+        return healthy, f"timescale {'up' if healthy else 'not up'}; {jobs.detail}"
 
     # -- the end ----------------------------------------------------------------------------
 

@@ -72,7 +72,6 @@ async def connect(url: str, timeout: float) -> Any:
         server_settings={
             "application_name": "ingest-exporter-drill",
             "statement_timeout": ms,
-            "default_transaction_read_only": "on",
         },
     )
 

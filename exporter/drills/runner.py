@@ -31,6 +31,7 @@ from exporter.drills.report import (
     Phase,
 )
 from exporter.drills.verdict import judge
+from exporter.probes._timescale_sql import brief
 from exporter.probes.base import ConnectivityReport
 from exporter.redaction import Redactor
 
@@ -166,6 +167,10 @@ class _Run:
             self._deadline_passed()
         except _steps.StopCondition as stop:
             self.abort(stop.reason)
+        except Exception as exc:  # noqa: BLE001 - a drill ends with a record, never a crash
+            error = f"{type(exc).__name__}: {brief(exc)}"
+            _log.error("drill_error", drill_id=self.plan.drill_id, phase=self.current, error=error)
+            self.abort(f"drill error during {self.current}: {self.steps.redactor(error)}")
 
     def _deadline_passed(self) -> None:
         limit = f"{self.plan.deadline:g}s"

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from exporter.config import IngestSettings
     from exporter.provisioner import InstitutionalIngestServices
     from exporter.state import ExporterState
+    from exporter.supervisor import Heartbeat, TaskSupervisor
 
 __all__ = ["FailoverDrills", "run_failover_drill"]
 
@@ -187,7 +188,22 @@ class FailoverDrills:
         self.metrics.observe(snapshot)
         return snapshot
 
-    async def schedule(self, heartbeat: Any) -> None:
+    def start_jobs(self, supervisor: TaskSupervisor) -> None:
+        """Start the supervised jobs: the gauges' refresh, and the schedule when configured."""
+        from exporter.supervisor import RestartPolicy
+
+        limits = self.settings.supervisor
+        policy = RestartPolicy(
+            max_restarts=limits.max_restarts,
+            backoff_initial=min(limits.backoff_initial_seconds, limits.backoff_max_seconds),
+            backoff_max=limits.backoff_max_seconds,
+            reset_after=120.0,
+        )
+        supervisor.create(self.refresh, name="drills:refresh", restart=policy)
+        if self.settings.failover_drill.schedule_seconds is not None:
+            supervisor.create(self.schedule, name="drills:schedule", restart=policy)
+
+    async def schedule(self, heartbeat: Heartbeat) -> None:
         """Run the ``fallback`` scenario every ``schedule_seconds`` (a supervised job).
 
         Every replica runs this loop; before each run the newest record in Redis is read,
@@ -204,7 +220,7 @@ class FailoverDrills:
                 due = latest is None or latest.timestamps.started + period <= time.time()
                 if due and not self._running:
                     await self._scheduled(name)
-            heartbeat()
+            heartbeat.ready()
             await asyncio.sleep(min(period, 60.0))
 
     async def _scheduled(self, deployment: str) -> None:
@@ -217,14 +233,14 @@ class FailoverDrills:
         except DrillRefused as exc:
             _log.warning("drill_schedule_refused", deployment=deployment, reason=str(exc))
 
-    async def refresh(self, heartbeat: Any) -> None:
+    async def refresh(self, heartbeat: Heartbeat) -> None:
         """Publish the last drills of every replica as gauges: read Redis every interval."""
         interval = self.settings.probes.interval_seconds
         while True:
             for store in self.stores():
                 for record in reversed(await store.records()):
                     self.metrics.observe(record)
-            heartbeat()
+            heartbeat.ready()
             await asyncio.sleep(interval)
 
     async def stop(self, timeout: float) -> None:
