@@ -44,15 +44,20 @@ async def run_failover_drill(
     *,
     tracer: Tracer | None = None,
     on_phase: Callable[[str], None] | None = None,
+    on_finished: Callable[[FailoverDrillSnapshot], None] | None = None,
 ) -> FailoverDrillSnapshot:
     """Take the label's lock, run the drill, store its record, give the lock back.
+
+    ``on_finished`` gets the record however the drill ends, a cancelled one included.
 
     Raises:
         DrillBusy: a drill with this label runs (here or on another exporter).
         DrillRefused: Redis, which holds the lock, cannot be reached.
     """
     lock = await take_lock(services, plan)
-    return await run_locked(services, plan, lock, tracer=tracer, on_phase=on_phase)
+    return await run_locked(
+        services, plan, lock, tracer=tracer, on_phase=on_phase, on_finished=on_finished
+    )
 
 
 async def take_lock(services: InstitutionalIngestServices, plan: DrillPlan) -> DrillLock:
@@ -73,6 +78,7 @@ async def run_locked(
     *,
     tracer: Tracer | None = None,
     on_phase: Callable[[str], None] | None = None,
+    on_finished: Callable[[FailoverDrillSnapshot], None] | None = None,
 ) -> FailoverDrillSnapshot:
     """Run a drill whose lock is held; release the lock however it ends."""
     store = DrillStore(services.redis.client)
@@ -97,10 +103,15 @@ async def run_locked(
         if on_phase is not None:
             on_phase(name)
 
+    async def record(snapshot: FailoverDrillSnapshot) -> None:
+        if on_finished is not None:
+            on_finished(snapshot)
+        await store.add(snapshot)
+
     try:
         await _quietly(store.mark_running(dict(marker), ttl=plan.lock_ttl))
         return await execute_failover_drill(
-            services, plan, tracer=tracer, lock=lock, record=store.add, on_phase=phase
+            services, plan, tracer=tracer, lock=lock, record=record, on_phase=phase
         )
     finally:
         await asyncio.gather(*pending, return_exceptions=True)
