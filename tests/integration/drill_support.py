@@ -94,28 +94,32 @@ class Feed:
     async def _run(self) -> None:
         conn: Any = None
         seq = 0
-        while True:
-            seq += 1
-            try:
-                if conn is None:
-                    conn = await asyncpg.connect(self.url, timeout=self.timeout)
-                await conn.execute(
-                    f"INSERT INTO {self.table} VALUES (now(), $1)",  # noqa: S608 - test table
-                    seq,
-                    timeout=self.timeout,
-                )
-            except _CONNECT_ERRORS:
-                if conn is not None:
-                    conn.terminate()
-                    conn = None
-                if self.first_failure is None:
-                    self.first_failure = time.time()
-            else:
-                now = time.time()
-                self.acked.append((seq, now))
-                if self.first_failure is not None and self.resumed is None:
-                    self.resumed = now
-            await asyncio.sleep(self.interval)
+        try:
+            while True:
+                seq += 1
+                try:
+                    if conn is None:
+                        conn = await asyncpg.connect(self.url, timeout=self.timeout)
+                    await conn.execute(
+                        f"INSERT INTO {self.table} VALUES (now(), $1)",  # noqa: S608 - test table
+                        seq,
+                        timeout=self.timeout,
+                    )
+                except _CONNECT_ERRORS:
+                    if conn is not None:
+                        conn.terminate()
+                        conn = None
+                    if self.first_failure is None:
+                        self.first_failure = time.time()
+                else:
+                    now = time.time()
+                    self.acked.append((seq, now))
+                    if self.first_failure is not None and self.resumed is None:
+                        self.resumed = now
+                await asyncio.sleep(self.interval)
+        finally:
+            if conn is not None:
+                conn.terminate()
 
     def start(self) -> None:
         """Start feeding."""
