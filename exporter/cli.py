@@ -21,7 +21,7 @@ from exporter.config import (
     build_institutional_ingest_config,
     build_redactor,
 )
-from exporter.errors import ConfigError, ExporterError
+from exporter.errors import ConfigError, ExporterError, ListenError
 from exporter.redaction import Redactor
 
 __all__ = [
@@ -137,8 +137,6 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     except ConfigError as exc:
         _fail(EXIT_CONFIG, f"invalid configuration: {exc}")
     except ExporterError as exc:
-        from exporter.daemon import ListenError
-
         _fail(EXIT_LISTEN if isinstance(exc, ListenError) else EXIT_FAILURE, str(exc))
     except KeyboardInterrupt:
         # `run` handles SIGINT itself; this one came before its handler was installed or

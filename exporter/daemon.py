@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import time
 from collections.abc import Callable, Sequence
@@ -14,10 +13,11 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from exporter import __version__
+from exporter._cleanup import shielded
 from exporter.config import IngestSettings, build_redactor
 from exporter.drills.http import DrillRoutes
 from exporter.drills.service import FailoverDrills
-from exporter.errors import ExporterError
+from exporter.errors import ListenError
 from exporter.manifest import connector_infos
 from exporter.probes.base import Probe
 from exporter.provisioner import InstitutionalIngestProvisioner, InstitutionalIngestServices
@@ -29,7 +29,7 @@ from exporter.telemetry.tracing import configure_tracing, shutdown_tracing, trac
 from exporter.telemetry.web import WebApp, build_app
 from exporter.telemetry.webconfig import WebConfig, load_web_config
 
-__all__ = ["Daemon", "ListenError"]
+__all__ = ["Daemon"]
 
 _log = structlog.get_logger(__name__)
 
@@ -40,14 +40,8 @@ SHUTDOWN_TIMEOUT = 10.0
 _WEB_SHARE = 0.25
 #: Share for running drills to stop their injection command and store their record.
 _DRILL_SHARE = 0.35
-
-
-class ListenError(ExporterError):
-    """Report that the HTTP listener could not bind its address."""
-
-    def __init__(self, address: str, reason: str) -> None:
-        self.address = address
-        super().__init__(f"cannot listen on {address}: {reason}")
+#: The stop bounds each of its steps; the cleanup helper's own bound is only a backstop.
+_STOP_SLACK = 1.0
 
 
 class Daemon:
@@ -162,9 +156,9 @@ class Daemon:
         deadline = t0 + timeout
         if self._runner is not None:
             runner, self._runner = self._runner, None
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(0.1, timeout * _WEB_SHARE)):
-                    await runner.cleanup()
+            await shielded(
+                runner.cleanup(), timeout=max(0.1, timeout * _WEB_SHARE), event="web_stop"
+            )
         # A running drill ends aborted and stores its record while Redis is still open.
         await self.drills.stop(timeout=timeout * _DRILL_SHARE)
         clean = await self.supervisor.cancel_all(timeout=max(0.1, deadline - time.monotonic()) / 2)
@@ -205,7 +199,10 @@ class Daemon:
             await self.stop_event.wait()
             _log.info("exporter_stopping")
         finally:
-            await asyncio.shield(self.stop())
+            # Finished even if run() is cancelled (then re-raised); stop() bounds itself.
+            await shielded(
+                self.stop(), timeout=SHUTDOWN_TIMEOUT + _STOP_SLACK, event="exporter_stop"
+            )
             if install_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)

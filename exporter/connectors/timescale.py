@@ -11,6 +11,7 @@ import asyncpg
 from exporter.config import TimescaleSettings
 from exporter.connectors.base import Connector
 from exporter.errors import ConnectorError
+from exporter.reasons import Reason
 
 __all__ = ["TimescaleConnector"]
 
@@ -56,16 +57,6 @@ class TimescaleConnector(Connector):
     async def acquire(self) -> AsyncIterator[Any]:
         """Lend a pooled connection (asyncpg ``Connection``) bounded by the connect timeout."""
         if self._pool is None:
-            raise ConnectorError(self.name, "error", "connector not started")
+            raise ConnectorError(self.name, Reason.ERROR, "connector not started")
         async with self._pool.acquire(timeout=self.connect_timeout) as connection:
             yield connection
-
-    def pool_stats(self) -> dict[str, int]:
-        """Return the pool's size and idle count, read from memory."""
-        if self._pool is None:
-            return {"size": 0, "idle": 0, "max": self.settings.pool_max_size}
-        return {
-            "size": self._pool.get_size(),
-            "idle": self._pool.get_idle_size(),
-            "max": self._pool.get_max_size(),
-        }

@@ -11,7 +11,8 @@ The room's modules: :mod:`~exporter.drills.plan` (what a drill will do),
 from __future__ import annotations
 
 from exporter.drills.plan import DrillPlan, Scenario, plan_failover_drill
-from exporter.drills.report import DrillResult, FailoverDrillSnapshot
+from exporter.drills.record import DrillResult
+from exporter.drills.report import FailoverDrillSnapshot
 from exporter.drills.runner import execute_failover_drill
 
 __all__ = [

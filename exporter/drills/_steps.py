@@ -8,27 +8,49 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable
+from typing import Any, Protocol
 
-from exporter.drills import measure
+from exporter.config import IngestSettings
 from exporter.drills.inject import Injection, InjectionOutcome
+from exporter.drills.measure import (
+    branch_position,
+    connect,
+    measure_fallback,
+    read_dimensions,
+    read_jobs,
+    replica_state,
+    rpo_reading,
+)
 from exporter.drills.plan import DrillPlan, Scenario, pin_host
-from exporter.drills.report import Measured, Timestamps
+from exporter.drills.record import Measured, Timestamps
 from exporter.drills.verdict import Evidence
 from exporter.drills.watch import Watcher, read_server
 from exporter.drills.writer import DB_ERRORS, Ack, WriteGenerator, close_quietly, seq_ranges
 from exporter.probes._timescale_sql import brief
-from exporter.probes.base import Status
-from exporter.probes.classify import classify
-from exporter.redaction import redact_url
+from exporter.probes.base import ConnectivityReport, Status
+from exporter.reasons import classify
+from exporter.redaction import Redactor, redact_url
 
-if TYPE_CHECKING:
-    from exporter.drills.runner import DrillTarget
-
-__all__ = ["Steps", "StopCondition"]
+__all__ = ["DrillTarget", "Steps", "StopCondition"]
 
 #: After a failed injection, how many probe intervals to wait for an outage it may have caused.
 _FAILED_INJECTION_GRACE = 3
+
+
+class DrillTarget(Protocol):
+    """What a drill runs against: a deployment's services bundle (its probes and redactor)."""
+
+    @property
+    def settings(self) -> IngestSettings:
+        """Return the settings tree."""
+
+    @property
+    def redactor(self) -> Redactor:
+        """Return the process's redactor."""
+
+    def connectivity_report(self) -> Awaitable[ConnectivityReport]:
+        """Run the deployment's probes now."""
 
 
 class StopCondition(Exception):
@@ -121,7 +143,7 @@ class Steps:
 
     async def _read_write_endpoint(self) -> Any:
         try:
-            conn = await measure.connect(self._write_url, self._timeout)
+            conn = await connect(self._write_url, self._timeout)
             try:
                 state = await read_server(conn, self._timeout)
             finally:
@@ -139,7 +161,7 @@ class Steps:
 
     async def _check_replica(self) -> str:
         try:
-            state = await measure.replica_state(self._replica, self._timeout)
+            state = await replica_state(self._replica, self._timeout)
         except DB_ERRORS as exc:
             raise StopCondition(f"replica unreachable: {classify(exc).value}") from None
         if not state["in_recovery"]:
@@ -149,7 +171,7 @@ class Steps:
         return "replica streaming" + (" (replay paused)" if state["paused"] else "")
 
     async def _fallback(self) -> Any:
-        return await measure.measure_fallback(
+        return await measure_fallback(
             primary_url=self._primary_url,
             replica_url=self._replica,
             replica_endpoint=redact_url(self._replica, mask_hosts=self.plan.mask_hosts),
@@ -291,15 +313,13 @@ class Steps:
         writer, baseline = self._writer, self._baseline
         await self._resumed.wait()
         await self._stop_tasks()
-        conn = await measure.connect(self._write_url, self._timeout)
+        conn = await connect(self._write_url, self._timeout)
         try:
             survivors = await writer.survivors(conn)
-            branch = await measure.branch_position(conn, self._timeout)
+            branch = await branch_position(conn, self._timeout)
         finally:
             await close_quietly(conn, self._timeout)
-        rpo = measure.rpo_reading(
-            writer.ledger, survivors, baseline_timeline=baseline, branch=branch
-        )
+        rpo = rpo_reading(writer.ledger, survivors, baseline_timeline=baseline, branch=branch)
         self._measured["rpo"] = rpo.model_dump()
         return True, f"{rpo.lost_writes} acknowledged write(s) lost"
 
@@ -319,9 +339,9 @@ class Steps:
 
     async def _dimensions_now(self) -> list[Any]:
         try:
-            conn = await measure.connect(self._write_url, self._timeout)
+            conn = await connect(self._write_url, self._timeout)
             try:
-                return await measure.read_dimensions(
+                return await read_dimensions(
                     conn, self.plan.dimensions, server="new_primary", timeout=self._timeout
                 )
             finally:
@@ -335,9 +355,9 @@ class Steps:
         self.evidence.health_post = [r for r in report.results if r.connector == "timescale"]
         healthy = report.connector_up("timescale")
         try:
-            conn = await measure.connect(self._write_url, self._timeout)
+            conn = await connect(self._write_url, self._timeout)
             try:
-                jobs = self.evidence.jobs = await measure.read_jobs(conn, self._timeout)
+                jobs = self.evidence.jobs = await read_jobs(conn, self._timeout)
             finally:
                 await close_quietly(conn, self._timeout)
         except DB_ERRORS as exc:

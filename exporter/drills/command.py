@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from exporter.config import IngestSettings
-from exporter.drills.report import DrillResult, FailoverDrillSnapshot
+from exporter.drills.record import DrillResult
+from exporter.drills.report import FailoverDrillSnapshot
 from exporter.redaction import Redactor
 
 __all__ = ["exit_ok", "run_drill_command"]

@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from exporter._cleanup import shielded
 from exporter.redaction import Redactor
 
 __all__ = ["OUTPUT_LIMIT", "Injection", "InjectionOutcome"]
@@ -24,7 +25,7 @@ __all__ = ["OUTPUT_LIMIT", "Injection", "InjectionOutcome"]
 #: Characters of output kept in the record (the tail: errors come last).
 OUTPUT_LIMIT = 4_000
 #: How long a command asked to stop (SIGTERM) gets before SIGKILL.
-_TERM_GRACE = 2.0
+_TERM_GRACE = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,21 +89,26 @@ class Injection:
             return self.outcome
         chunks: list[bytes] = []
         reader = asyncio.create_task(_read_all(process, chunks), name="inject-output")
+        waiter = asyncio.create_task(process.wait(), name="inject-wait")
         timed_out = cancelled = False
         try:
-            async with asyncio.timeout(self._timeout):
-                await asyncio.shield(reader)
-                await process.wait()
-        except TimeoutError:
-            timed_out = True
+            # asyncio.wait never cancels what it waits for: the timeout leaves both running.
+            done, _ = await asyncio.wait({waiter}, timeout=self._timeout)
+            timed_out = not done
+            if done:
+                # A child that keeps the pipe open must not hold the drill past the exit.
+                await asyncio.wait({reader}, timeout=_TERM_GRACE)
         except asyncio.CancelledError:
             cancelled = True
             raise
         finally:
             if process.returncode is None:
-                await _stop(process)
-            reader.cancel()
-            await asyncio.gather(reader, return_exceptions=True)
+                await shielded(
+                    _stop(process, waiter), timeout=3 * _TERM_GRACE, event="drill_inject_stop"
+                )
+            for task in (reader, waiter):
+                task.cancel()
+            await asyncio.gather(reader, waiter, return_exceptions=True)
             self.outcome = InjectionOutcome(
                 argv,
                 started,
@@ -128,15 +134,12 @@ async def _read_all(process: asyncio.subprocess.Process, chunks: list[bytes]) ->
             kept -= len(chunks.pop(0))
 
 
-async def _stop(process: asyncio.subprocess.Process) -> None:
+async def _stop(process: asyncio.subprocess.Process, waiter: asyncio.Task[int]) -> None:
     """Stop the command's process group: SIGTERM, then SIGKILL after a grace period."""
-    for sig, grace in ((signal.SIGTERM, _TERM_GRACE), (signal.SIGKILL, _TERM_GRACE)):
+    for sig in (signal.SIGTERM, signal.SIGKILL):
         # The group may be gone already (the command ended between the check and here).
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, sig)
-        try:
-            async with asyncio.timeout(grace):
-                await asyncio.shield(process.wait())
-        except TimeoutError:
-            continue
-        return
+        done, _ = await asyncio.wait({waiter}, timeout=_TERM_GRACE)
+        if done:
+            return

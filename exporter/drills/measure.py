@@ -22,10 +22,10 @@ from typing import Any, Literal
 import asyncpg
 
 from exporter.config import DimensionSettings
-from exporter.drills.report import DimensionReading, FallbackReading, JobsReading, RpoReading
+from exporter.drills.record import DimensionReading, FallbackReading, JobsReading, RpoReading
 from exporter.drills.writer import DB_ERRORS, Ledger, close_quietly
 from exporter.probes._timescale_sql import brief, quote_ident, quote_table
-from exporter.probes.classify import classify
+from exporter.reasons import classify
 
 __all__ = [
     "branch_position",

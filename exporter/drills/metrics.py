@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 
 from exporter.config import IngestSettings
 from exporter.drills.plan import Scenario
-from exporter.drills.report import DrillResult, FailoverDrillSnapshot
-from exporter.telemetry.spec import MetricSpec, spec
+from exporter.drills.record import DrillResult
+from exporter.drills.report import FailoverDrillSnapshot
+from exporter.metricspec import MetricSpec, family, spec
 
 __all__ = ["METRIC_SPECS", "DrillMetrics"]
 
@@ -105,9 +106,7 @@ class DrillMetrics:
 
     def metric_families(self) -> Iterator[Metric]:
         """Yield the drill gauges from memory."""
-        families = {
-            s.name: GaugeMetricFamily(s.name, s.help, labels=list(s.labels)) for s in METRIC_SPECS
-        }
+        families = {s.name: family(s) for s in METRIC_SPECS}
         for key, snapshot in sorted(self._last.items()):
             m = snapshot.measured
             values = {

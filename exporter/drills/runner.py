@@ -13,27 +13,19 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import Protocol
 
 import structlog
 from opentelemetry import trace
 from opentelemetry.trace import Span, Tracer
 
-from exporter.config import IngestSettings
-from exporter.drills import _steps
+from exporter._cleanup import shielded
+from exporter.drills._steps import DrillTarget, Steps, StopCondition
 from exporter.drills.lock import DrillLock
 from exporter.drills.plan import DrillPlan, Scenario
-from exporter.drills.report import (
-    ComponentStatus,
-    DrillResult,
-    FailoverDrillSnapshot,
-    InjectionRecord,
-    Phase,
-)
+from exporter.drills.record import ComponentStatus, DrillResult, InjectionRecord, Phase
+from exporter.drills.report import FailoverDrillSnapshot
 from exporter.drills.verdict import judge
 from exporter.probes._timescale_sql import brief
-from exporter.probes.base import ConnectivityReport
-from exporter.redaction import Redactor
 
 __all__ = ["PHASES", "DrillTarget", "execute_failover_drill"]
 
@@ -53,23 +45,6 @@ PHASES: dict[Scenario, tuple[str, ...]] = {
 #: Longest wait for the drill record to be stored once the drill ended (cancelled or not).
 RECORD_TIMEOUT = 3.0
 
-_PENDING: set[asyncio.Task[None]] = set()
-
-
-class DrillTarget(Protocol):
-    """What a drill runs against: a deployment's services bundle (its probes and redactor)."""
-
-    @property
-    def settings(self) -> IngestSettings:
-        """Return the settings tree."""
-
-    @property
-    def redactor(self) -> Redactor:
-        """Return the process's redactor."""
-
-    def connectivity_report(self) -> Awaitable[ConnectivityReport]:
-        """Run the deployment's probes now."""
-
 
 async def execute_failover_drill(
     target: DrillTarget,
@@ -87,7 +62,7 @@ async def execute_failover_drill(
     stored (bounded by :data:`RECORD_TIMEOUT`) and the cancellation goes on.
     """
     tracer = tracer or trace.NoOpTracer()
-    steps = _steps.Steps(target, plan)
+    steps = Steps(target, plan)
     attributes = {
         "ingest.drill.id": plan.drill_id,
         "ingest.drill.scenario": plan.scenario.value,
@@ -117,7 +92,7 @@ class _Run:
 
     def __init__(
         self,
-        steps: _steps.Steps,
+        steps: Steps,
         plan: DrillPlan,
         span: Span,
         on_phase: Callable[[str], None] | None,
@@ -165,7 +140,7 @@ class _Run:
             if not deadline.expired():
                 raise
             self._deadline_passed()
-        except _steps.StopCondition as stop:
+        except StopCondition as stop:
             self.abort(stop.reason)
         except Exception as exc:  # noqa: BLE001 - a drill ends with a record, never a crash
             error = f"{type(exc).__name__}: {brief(exc)}"
@@ -213,7 +188,7 @@ class _Run:
         try:
             ok, summary = await step()
             status = ComponentStatus.OK if ok else ComponentStatus.FAIL
-        except _steps.StopCondition as stop:
+        except StopCondition as stop:
             summary = f"stop condition: {stop.reason}"
             raise
         except asyncio.CancelledError:
@@ -319,24 +294,11 @@ async def _store(
     record: Callable[[FailoverDrillSnapshot], Awaitable[None]] | None,
     snapshot: FailoverDrillSnapshot,
 ) -> None:
-    """Store the record, shielded from a cancel and bounded; a failure is logged, not raised."""
-    if record is None:
-        return
-    task = asyncio.create_task(_attempt(record, snapshot), name=f"drill-record:{snapshot.drill_id}")
-    # A strong reference: a second cancel leaves the shielded store running, not collected.
-    _PENDING.add(task)
-    task.add_done_callback(_PENDING.discard)
-    try:
-        async with asyncio.timeout(RECORD_TIMEOUT):
-            await asyncio.shield(task)
-    except TimeoutError:
-        _log.error("drill_record_failed", drill_id=snapshot.drill_id, error_type="TimeoutError")
-
-
-async def _attempt(
-    record: Callable[[FailoverDrillSnapshot], Awaitable[None]], snapshot: FailoverDrillSnapshot
-) -> None:
-    try:
-        await record(snapshot)
-    except Exception as exc:  # noqa: BLE001 - the drill is over; a store failure is only reported
-        _log.error("drill_record_failed", drill_id=snapshot.drill_id, error_type=type(exc).__name__)
+    """Store the record, through a cancel and bounded; a failure is logged, not raised."""
+    if record is not None:
+        await shielded(
+            record(snapshot),
+            timeout=RECORD_TIMEOUT,
+            event="drill_record",
+            drill_id=snapshot.drill_id,
+        )

@@ -12,12 +12,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 from opentelemetry.trace import Tracer
 from redis.exceptions import RedisError
 
+from exporter._cleanup import shielded
+from exporter.connectors.redis import RedisConnector
+from exporter.drills._steps import DrillTarget
 from exporter.drills.lock import DrillLock
 from exporter.drills.metrics import DrillMetrics
 from exporter.drills.plan import DrillPlan, Scenario, plan_failover_drill
@@ -25,21 +28,32 @@ from exporter.drills.report import FailoverDrillSnapshot
 from exporter.drills.runner import execute_failover_drill
 from exporter.drills.store import DrillStore
 from exporter.errors import DrillBusy, DrillRefused
-from exporter.probes.classify import classify
+from exporter.reasons import classify
 
 if TYPE_CHECKING:
     from exporter.config import IngestSettings
-    from exporter.provisioner import InstitutionalIngestServices
     from exporter.state import ExporterState
     from exporter.supervisor import Heartbeat, TaskSupervisor
 
-__all__ = ["FailoverDrills", "run_failover_drill"]
+__all__ = ["DrillBundle", "FailoverDrills", "run_failover_drill"]
 
 _log = structlog.get_logger(__name__)
 
 
+class DrillBundle(DrillTarget, Protocol):
+    """A deployment's services bundle (``InstitutionalIngestServices``) as drills use it."""
+
+    @property
+    def name(self) -> str:
+        """Return the deployment's name."""
+
+    @property
+    def redis(self) -> RedisConnector:
+        """Return the deployment's Redis connector (drill lock and records)."""
+
+
 async def run_failover_drill(
-    services: InstitutionalIngestServices,
+    services: DrillBundle,
     plan: DrillPlan,
     *,
     tracer: Tracer | None = None,
@@ -60,7 +74,7 @@ async def run_failover_drill(
     )
 
 
-async def take_lock(services: InstitutionalIngestServices, plan: DrillPlan) -> DrillLock:
+async def take_lock(services: DrillBundle, plan: DrillPlan) -> DrillLock:
     """Take the drill label's lock in the deployment's Redis."""
     lock = DrillLock(services.redis.client, label=plan.label, ttl=plan.lock_ttl)
     try:
@@ -72,7 +86,7 @@ async def take_lock(services: InstitutionalIngestServices, plan: DrillPlan) -> D
 
 
 async def run_locked(
-    services: InstitutionalIngestServices,
+    services: DrillBundle,
     plan: DrillPlan,
     lock: DrillLock,
     *,
@@ -115,7 +129,7 @@ async def run_locked(
         )
     finally:
         await asyncio.gather(*pending, return_exceptions=True)
-        await _shielded(_quietly(lock.release()))
+        await shielded(lock.release(), timeout=2.0, event="drill_lock_release", label=plan.label)
 
 
 async def _quietly(step: Any) -> None:
@@ -126,22 +140,13 @@ async def _quietly(step: Any) -> None:
         _log.warning("drill_bookkeeping_failed", error_type=type(exc).__name__)
 
 
-async def _shielded(step: Any, timeout: float = 2.0) -> None:
-    task = asyncio.ensure_future(step)
-    try:
-        async with asyncio.timeout(timeout):
-            await asyncio.shield(task)
-    except TimeoutError:
-        _log.warning("drill_bookkeeping_failed", error_type="TimeoutError")
-
-
 class FailoverDrills:
     """The daemon's drills: HTTP-started runs, the schedule, the gauges, the stop."""
 
     def __init__(
         self,
         settings: IngestSettings,
-        services: Mapping[str, InstitutionalIngestServices],
+        services: Mapping[str, DrillBundle],
         *,
         state: ExporterState,
         tracer: Tracer | None = None,
@@ -153,7 +158,7 @@ class FailoverDrills:
         state.add_source(self.metrics)
         self._running: dict[str, asyncio.Task[FailoverDrillSnapshot]] = {}
 
-    def _bundle(self, deployment: str | None) -> InstitutionalIngestServices:
+    def _bundle(self, deployment: str | None) -> DrillBundle:
         name = deployment or self.settings.deployments[0].name
         if name not in self.services:
             known = ", ".join(self.services)
@@ -193,7 +198,7 @@ class FailoverDrills:
         return plan
 
     async def _run(
-        self, bundle: InstitutionalIngestServices, plan: DrillPlan, lock: DrillLock
+        self, bundle: DrillBundle, plan: DrillPlan, lock: DrillLock
     ) -> FailoverDrillSnapshot:
         snapshot = await run_locked(bundle, plan, lock, tracer=self.tracer)
         self.metrics.observe(snapshot)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from exporter.config import DrillObjectives
 from exporter.drills.inject import InjectionOutcome
 from exporter.drills.plan import Scenario
-from exporter.drills.report import (
+from exporter.drills.record import (
     Component,
     ComponentStatus,
     DimensionReading,

@@ -21,7 +21,7 @@ import asyncpg
 
 from exporter.drills.writer import DB_ERRORS, Ack, close_quietly
 from exporter.probes._timescale_sql import TIMELINE
-from exporter.probes.classify import classify
+from exporter.reasons import classify
 
 __all__ = ["ServerState", "Watcher", "read_server"]
 

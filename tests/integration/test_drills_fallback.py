@@ -12,7 +12,8 @@ import asyncpg
 import pytest
 
 from exporter.config import IngestSettings
-from exporter.drills.report import DrillResult, FailoverDrillSnapshot
+from exporter.drills.record import DrillResult
+from exporter.drills.report import FailoverDrillSnapshot
 from exporter.drills.store import DrillStore
 from exporter.provisioner import InstitutionalIngestProvisioner, InstitutionalIngestServices
 

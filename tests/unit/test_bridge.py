@@ -18,8 +18,8 @@ from exporter import bridge as bridge_module
 from exporter.bridge import FAILURE_REASONS, METRIC_SPECS, KafkaIngestBridge
 from exporter.config import DimensionSettings, KafkaSettings, TopicBinding
 from exporter.connectors.kafka import KafkaConnector
-from exporter.errors import ConfigError, ConnectorError
-from exporter.events import CallbackBus, DeliveryError, IngestEvent
+from exporter.errors import ConfigError, ConnectorError, DeliveryError
+from exporter.events import CallbackBus, IngestEvent
 from exporter.supervisor import Heartbeat
 
 DIMENSIONS = (DimensionSettings(name="trades"), DimensionSettings(name="quotes"))

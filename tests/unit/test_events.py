@@ -6,10 +6,10 @@ import dataclasses
 import pytest
 
 from exporter import events as events_module
+from exporter.errors import DeliveryError
 from exporter.events import (
     AsyncQueueBus,
     CallbackBus,
-    DeliveryError,
     EventBus,
     IngestEvent,
     decode_payload,

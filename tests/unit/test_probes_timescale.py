@@ -13,7 +13,7 @@ import pytest
 
 from exporter.config import DimensionSettings, TimescaleSettings
 from exporter.connectors.timescale import TimescaleConnector
-from exporter.errors import ProbeError
+from exporter.errors import ConnectionLost, ProbeError
 from exporter.probes import _timescale_sql as sql
 from exporter.probes import timescale as module
 from exporter.probes.base import Check, Reason, Status
@@ -443,7 +443,7 @@ async def test_lost_connection_fails_the_whole_probe() -> None:
     server = FakeServer(errors={"replicas": ConnectionResetError(errno.ECONNRESET, "reset")})
     server.closed = True
     probe, _ = _probe(server)
-    with pytest.raises(sql.ConnectionLost) as caught:
+    with pytest.raises(ConnectionLost) as caught:
         await probe()
     assert caught.value.reason == "refused"
 
@@ -462,7 +462,7 @@ async def test_connection_lost_after_a_timeout_reports_the_timeout() -> None:
             return await super().fetch(query, *args, timeout=timeout)
 
     probe, _ = _probe(DroppingServer(meta=[_meta()]), DIM)
-    with pytest.raises(sql.ConnectionLost) as caught:
+    with pytest.raises(ConnectionLost) as caught:
         await probe()
     assert caught.value.reason == "timeout"
 

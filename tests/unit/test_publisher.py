@@ -14,9 +14,9 @@ from structlog.testing import capture_logs
 from exporter import __version__
 from exporter.config import KafkaSettings, build_institutional_ingest_config
 from exporter.connectors.kafka import KafkaConnector
-from exporter.errors import ConnectorError
+from exporter.errors import ConnectorError, ManifestRedactionError
 from exporter.provisioner import InstitutionalIngestProvisioner
-from exporter.publisher import METRIC_SPECS, ManifestPublisher, ManifestRedactionError, Producer
+from exporter.publisher import METRIC_SPECS, ManifestPublisher, Producer
 from exporter.redaction import MASK, Redactor
 from exporter.supervisor import Heartbeat, RestartPolicy, TaskState, TaskSupervisor
 
@@ -469,8 +469,8 @@ async def test_supervisor_restarts_a_failed_run_until_it_publishes() -> None:
     assert await supervisor.cancel_all(timeout=1.0)
 
 
-async def test_for_services_wires_settings_snapshot_and_redactor() -> None:
-    """for_services takes topic, interval, name, snapshot and redactor from the bundle."""
+async def test_the_bundle_wires_its_publisher_from_settings_snapshot_and_redactor() -> None:
+    """The bundle's publisher takes topic, interval, name, snapshot and redactor from it."""
     settings = build_institutional_ingest_config(
         environ={
             "INGEST_DEPLOYMENT": "ap-2",
@@ -483,9 +483,11 @@ async def test_for_services_wires_settings_snapshot_and_redactor() -> None:
     )
     services = InstitutionalIngestProvisioner(settings).provision()
     try:
-        publisher = ManifestPublisher.for_services(services, check_interval=1.0)
+        publisher = services.publisher
+        assert publisher is not None
         assert (publisher.deployment, publisher.topic) == ("ap-2", "ops.manifest")
-        assert (publisher.interval, publisher.check_interval) == (60.0, 1.0)
+        # The change check runs every min(5, interval) seconds.
+        assert (publisher.interval, publisher.check_interval) == (60.0, 5.0)
         assert publisher.kafka is services.kafka
         body = publisher.render(publisher._snapshot())
     finally:
