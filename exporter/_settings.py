@@ -17,6 +17,8 @@ from pydantic import (
     model_validator,
 )
 
+from exporter.redaction import option_secrets
+
 DEFAULT_TIMESCALE_URL = "postgresql://ingest:local-dev-pw@127.0.0.1:55432/ingest"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:56379/0"
 DEFAULT_KAFKA_BOOTSTRAP = ("127.0.0.1:59092",)
@@ -374,6 +376,8 @@ class IngestSettings(_Frozen):
                 values.append(kafka.sasl_password.get_secret_value())
             if kafka.sasl_username:
                 values.append(kafka.sasl_username)
+        # A credential given to the drill's injection command as an option (--password=x).
+        values += option_secrets(self.failover_drill.inject_command)
         return [value for value in dict.fromkeys(values) if value]
 
     def dimension(self, name: str) -> DimensionSettings:

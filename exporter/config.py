@@ -212,6 +212,14 @@ def build_redactor(settings: IngestSettings, environ: Mapping[str, str] | None =
     for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
         userinfo = otel.get(name, "").partition("://")[2].rpartition("@")[0]
         secrets += [userinfo, userinfo.partition(":")[2]]
+    token_file = settings.failover_drill.token_file
+    if token_file is not None:
+        # The drills' bearer token is only ever compared, never shown; masked all the same.
+        try:
+            token = token_file.read_text(encoding="utf-8").strip()
+        except OSError:
+            token = ""  # reported where it is used: POST /api/v1/drills answers 503 and logs
+        secrets.append(token)
     return Redactor(secrets)
 
 

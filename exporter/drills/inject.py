@@ -18,14 +18,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from exporter._cleanup import shielded
-from exporter.redaction import Redactor
+from exporter.redaction import Redactor, option_secrets
 
-__all__ = ["OUTPUT_LIMIT", "Injection", "InjectionOutcome"]
+__all__ = ["OUTPUT_LIMIT", "Injection", "InjectionOutcome", "redact_argv"]
 
 #: Characters of output kept in the record (the tail: errors come last).
 OUTPUT_LIMIT = 4_000
 #: How long a command asked to stop (SIGTERM) gets before SIGKILL.
 _TERM_GRACE = 1.0
+
+
+def redact_argv(argv: Sequence[str], redactor: Redactor) -> tuple[str, ...]:
+    """Return ``argv`` with secret-named options' values and every known secret masked."""
+    scrub = Redactor([*redactor.secrets, *option_secrets(argv)])
+    return tuple(scrub(arg) for arg in argv)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +73,8 @@ class Injection:
     def __init__(self, argv: Sequence[str], *, timeout: float, redactor: Redactor) -> None:
         self._argv = tuple(argv)
         self._timeout = timeout
-        self._redact = redactor
+        # The command's own secrets too: its output may echo what its argv was given.
+        self._redact = Redactor([*redactor.secrets, *option_secrets(self._argv)])
         self.outcome: InjectionOutcome | None = None
 
     async def run(self) -> InjectionOutcome:

@@ -13,6 +13,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from pydantic import SecretStr
 
 from exporter.config import DeploymentSettings, DimensionSettings, DrillObjectives, IngestSettings
+from exporter.drills.inject import redact_argv
 from exporter.errors import DrillRefused
 from exporter.redaction import Redactor, redact_url
 
@@ -103,7 +104,7 @@ class DrillPlan:
         return {
             "objectives": self.objectives.model_dump(mode="json"),
             "measure_fallback": self.measure_fallback,
-            "inject_command": [redactor(arg) for arg in self.inject_command],
+            "inject_command": list(redact_argv(self.inject_command, redactor)),
             "inject_timeout_seconds": self.inject_timeout,
             "deadline_seconds": self.deadline,
             "probe_interval_seconds": self.probe_interval,

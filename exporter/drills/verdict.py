@@ -87,11 +87,16 @@ def judge(evidence: Evidence, *, aborted: str | None = None) -> Verdict:
     # Aborted before the fault: what was never exercised is not judged.
     unjudged = f"aborted: {aborted}" if aborted is not None and not e.exercised else None
 
+    # The injection failed and nothing went down: there is no outage to time or count.
+    no_outage = e.injection is not None and not e.injection.ok and not e.detected
+
     def faulted(name: str, judged: Callable[[], Component]) -> Component:
         if unjudged is not None:
             return _skip(name, unjudged)
         if e.scenario is Scenario.FALLBACK:
             return _skip(name, "no fault in the fallback scenario")
+        if no_outage and name in ("rto", "rpo"):
+            return _skip(name, "no outage: the injection failed")
         return judged()
 
     if e.scenario is Scenario.FALLBACK:
