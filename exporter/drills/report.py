@@ -9,6 +9,7 @@ fails when the two drift). Times are Unix epoch seconds (UTC); durations are sec
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
@@ -27,10 +28,12 @@ from exporter.drills.record import (
     Timestamps,
 )
 
-__all__ = ["SCHEMA_VERSION", "FailoverDrillSnapshot"]
+__all__ = ["SCHEMA_PATH", "SCHEMA_VERSION", "FailoverDrillSnapshot", "json_schema"]
 
 #: Bumped on any change of the snapshot's shape that a reader would notice.
 SCHEMA_VERSION = 1
+#: Where the JSON schema is shipped, relative to the repository (``make docs`` writes it).
+SCHEMA_PATH = "docs/failover-drill-snapshot.schema.json"
 
 
 class FailoverDrillSnapshot(RecordModel):
@@ -77,6 +80,13 @@ class FailoverDrillSnapshot(RecordModel):
             "started": self.timestamps.started,
             "duration_seconds": self.duration_seconds,
         }
+
+
+def json_schema() -> str:
+    """Return the snapshot's JSON schema as shipped (sorted keys, two-space indent)."""
+    schema = FailoverDrillSnapshot.model_json_schema()
+    schema["$id"] = f"https://ingest-exporter/failover-drill-snapshot/v{SCHEMA_VERSION}"
+    return json.dumps(schema, indent=2, sort_keys=True) + "\n"
 
 
 # -- markdown -----------------------------------------------------------------------------
@@ -264,3 +274,4 @@ def _count(value: object) -> str:
 
 def _bytes(value: float | None) -> str:
     return f"{value:,.0f} bytes" if value is not None else "? bytes"
+

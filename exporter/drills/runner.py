@@ -105,6 +105,7 @@ class _Run:
         self.current: str | None = None
         self.aborted: str | None = None
         self._lock_lost = False
+        self._deadline: asyncio.Timeout | None = None
 
     def abort(self, reason: str) -> None:
         """End the drill as aborted (the first reason wins)."""
@@ -135,6 +136,7 @@ class _Run:
     async def _timed(self) -> None:
         try:
             async with asyncio.timeout(self.plan.deadline) as deadline:
+                self._deadline = deadline
                 await self._phases()
         except TimeoutError:
             if not deadline.expired():
@@ -143,7 +145,7 @@ class _Run:
         except StopCondition as stop:
             self.abort(stop.reason)
         except Exception as exc:  # noqa: BLE001 - a drill ends with a record, never a crash
-            error = f"{type(exc).__name__}: {brief(exc)}"
+            error = brief(exc)
             _log.error("drill_error", drill_id=self.plan.drill_id, phase=self.current, error=error)
             self.abort(f"drill error during {self.current}: {self.steps.redactor(error)}")
 
@@ -192,10 +194,9 @@ class _Run:
             summary = f"stop condition: {stop.reason}"
             raise
         except asyncio.CancelledError:
-            summary = "cancelled"
-            raise
-        except TimeoutError:
-            summary = "the drill's deadline passed"
+            # The deadline cancels the step too; it becomes a TimeoutError further out.
+            expired = self._deadline is not None and self._deadline.expired()
+            summary = "the drill's deadline passed" if expired else "cancelled"
             raise
         finally:
             self._record_phase(Phase(

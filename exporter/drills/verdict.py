@@ -99,16 +99,17 @@ def judge(evidence: Evidence, *, aborted: str | None = None) -> Verdict:
             return _skip(name, "no outage: the injection failed")
         return judged()
 
-    if e.scenario is Scenario.FALLBACK:
-        rpo = _rpo(e, missed) if e.fallback is not None else _skip("rpo", unjudged or "not read")
-    else:
-        rpo = faulted("rpo", lambda: _rpo(e, missed))
+    def rpo() -> Component:
+        if e.scenario is not Scenario.FALLBACK:
+            return faulted("rpo", lambda: _rpo(e, missed))
+        return _rpo(e, missed) if e.fallback is not None else _skip("rpo", unjudged or "not read")
+
     components = [
         _health(e),
         faulted("failover", lambda: _failover(e, missed)),
         _fallback(e),
         faulted("rto", lambda: _rto(e, missed)),
-        rpo,
+        rpo(),
         faulted("jobs", lambda: _jobs(e)),
     ]
     if aborted is not None:
