@@ -3,7 +3,7 @@
 # `ingest-exporter drill` for the local stack (scripts/services.sh) and for the tests' private
 # pairs. The exporter never stops or promotes a server itself; this script does, when asked.
 #
-# Usage: bash scripts/timescale-failover.sh COMMAND [--primary-port N] [--standby-port N]
+# Usage: bash scripts/timescale-failover.sh [--primary-port N] [--standby-port N] COMMAND
 #   kill          stop the primary at once (pg_ctl stop -m immediate), then promote the standby
 #   switchover    stop the primary cleanly (-m fast), wait until the standby has received its
 #                 shutdown checkpoint, then promote the standby (no acknowledged write is lost)
@@ -120,13 +120,16 @@ status() {
 }
 
 main() {
-    local cmd=${1:-}
-    (($#)) && shift
+    local cmd=""
     while (($#)); do
         case $1 in
-        --primary-port) PRIMARY_PORT=$2 && shift 2 ;;
-        --standby-port) STANDBY_PORT=$2 && shift 2 ;;
-        *) die "unknown option $1" ;;
+        --primary-port) PRIMARY_PORT=${2:-} && shift 2 ;;
+        --standby-port) STANDBY_PORT=${2:-} && shift 2 ;;
+        -*) die "unknown option $1" ;;
+        *)
+            [[ -z $cmd ]] || die "one command at a time (got $cmd and $1)"
+            cmd=$1 && shift
+            ;;
         esac
     done
     [[ $PRIMARY_PORT =~ ^[0-9]+$ && $STANDBY_PORT =~ ^[0-9]+$ ]] || die "ports must be numbers"
