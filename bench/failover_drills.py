@@ -102,6 +102,11 @@ async def _one(variant: str, workdir: Path) -> dict[str, Any]:
     return dict(json.loads(output))
 
 
+def _numbers(measured: list[dict[str, Any]], key: str, *, rpo: bool = False) -> list[float]:
+    values = (x["rpo"][key] if rpo else x[key] for x in measured)
+    return [float(v) for v in values if v is not None]
+
+
 def _cell(values: list[float], unit: str, digits: int = 2) -> str:
     if not values:
         return "-"
@@ -144,16 +149,12 @@ async def main(runs: int) -> None:
             m = [r["measured"] for r in records]
             results = "/".join(sorted({r["result"] for r in records}))
 
-            def numbers(key: str, rpo: bool = False) -> list[float]:
-                values = (x["rpo"][key] if rpo else x[key] for x in m)
-                return [float(v) for v in values if v is not None]
-
             cells = [
-                _cell(numbers("detection_seconds"), " s"),
-                _cell(numbers("promotion_seconds"), " s"),
-                _cell(numbers("rto_seconds"), " s"),
-                _cell(numbers("lost_writes", rpo=True), "", 0),
-                _cell(numbers("bytes", rpo=True), "", 0),
+                _cell(_numbers(m, "detection_seconds"), " s"),
+                _cell(_numbers(m, "promotion_seconds"), " s"),
+                _cell(_numbers(m, "rto_seconds"), " s"),
+                _cell(_numbers(m, "lost_writes", rpo=True), "", 0),
+                _cell(_numbers(m, "bytes", rpo=True), "", 0),
             ]
             rows.append(f"| {variant} | {results} | {' | '.join(cells)} |")
             print(rows[-1], flush=True)
