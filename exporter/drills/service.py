@@ -205,9 +205,11 @@ class FailoverDrills:
         return snapshot
 
     def start_jobs(self, supervisor: TaskSupervisor) -> None:
-        """Start the supervised jobs: the gauges' refresh, and the schedule when configured."""
+        """Start the supervised jobs (drills on): the gauges' refresh, the optional schedule."""
         from exporter.supervisor import RestartPolicy
 
+        if not self.settings.failover_drill.enabled:
+            return
         limits = self.settings.supervisor
         policy = RestartPolicy(
             max_restarts=limits.max_restarts,

@@ -236,3 +236,36 @@ async def test_observe_without_an_outage_ends_aborted_at_the_deadline_and_is_rec
     assert snapshot.measured.writes_acknowledged > 5
     assert stored == snapshot
     assert running is None
+
+
+async def test_the_schedule_runs_fallback_drills_once_a_period(
+    settings_factory: Callable[..., IngestSettings],
+    tmp_path: Path,
+    service_env: dict[str, str],
+    unique: str,
+) -> None:
+    """schedule_seconds: the daemon runs the fallback scenario itself, initiator schedule."""
+    replica = _replica_url(service_env)
+    async with _shared_table(service_env, unique) as table:
+        await _replicated(replica, table)
+        settings = drill_settings(
+            settings_factory,
+            tmp_path,
+            dimension="trades",
+            table=table,
+            drill={"label": f"drill-{unique}", "schedule_seconds": 60},
+            TIMESCALE_REPLICA_URL=replica,
+        )
+        async with running_daemon(settings) as (daemon, url), aiohttp.ClientSession() as session:
+            labels = {"label": f"drill-{unique}", "scenario": "fallback"}
+            text = await scrape_until(
+                url, lambda t: sample(t, "ingest_failover_drill_success", **labels) is not None
+            )
+            async with session.get(f"{url}/api/v1/drills") as response:
+                listing = await response.json()
+    mine = [d for d in listing["drills"] if d["label"] == f"drill-{unique}"]
+    assert [(d["initiator"], d["scenario"], d["result"]) for d in mine] == [
+        ("schedule", "fallback", "ok")
+    ]
+    assert sample(text, "ingest_failover_drill_success", **labels) == 1
+    assert daemon.supervisor.get("drills:schedule") is not None

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import logging
 import os
+import pty
 import signal
 import subprocess
 import sys
@@ -25,7 +27,7 @@ from exporter.daemon import SHUTDOWN_TIMEOUT
 from exporter.drills.store import DrillStore
 from exporter.telemetry.logs import configure_logging
 
-from .conftest import REPO, free_port, running_daemon, scrape
+from .conftest import REPO, free_port, running_daemon, sample, scrape, scrape_until
 from .drill_support import create_dimension, drill_settings, drop_table
 from .otlp_receiver import OtlpReceiver
 from .test_tracing import receiver  # noqa: F401 - the OTLP receiver fixture, shared
@@ -99,6 +101,14 @@ async def test_two_exporters_on_one_redis_run_one_drill_per_label(
             assert drill_id in [m["drill_id"] for m in listed["running"]]
             record = await _finished(winner, drill_id, timeout=15)
             assert (await _post(winner, token, "scenario=nonsense"))[0] == 400
+            # The other replica publishes the drill too: its gauges come from Redis.
+            other = two if winner is one else one
+            labels = {"label": f"drill-{unique}", "scenario": "observe"}
+            text = await scrape_until(
+                other,
+                lambda t: sample(t, "ingest_failover_drill_success", **labels) is not None,
+            )
+            assert sample(text, "ingest_failover_drill_success", **labels) == 0
     finally:
         await drop_table(service_env["TIMESCALEDB_URL"], table)
     assert record["result"] == "aborted"
@@ -278,3 +288,64 @@ async def _until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
         if loop.time() > deadline:
             pytest.fail(f"condition not met within {timeout}s")
         await asyncio.sleep(0.1)
+
+
+def test_the_cli_shows_phase_and_time_on_a_terminal_and_exits_1_when_aborted(
+    tmp_path: Path, service_env: dict[str, str], unique: str
+) -> None:
+    """On a terminal the phase and elapsed time are drawn; stdout (a pipe) gets the JSON."""
+    table = f"drill_cli_{unique}"
+    asyncio.run(create_dimension(service_env["TIMESCALEDB_URL"], table))
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "dimensions": [{"name": "trades", "table": table}],
+                "failover_drill": {
+                    "enabled": True,
+                    "label": f"drill-{unique}",
+                    "deadline_seconds": 1.5,
+                    "probe_interval_seconds": 0.2,
+                },
+            }
+        )
+    )
+    controller, terminal = pty.openpty()
+    try:
+        done = subprocess.run(
+            [
+                *(sys.executable, "-m", "exporter", "drill", "--config.file", str(config)),
+                *("--scenario", "observe", "--log.level", "error"),
+            ],
+            cwd=REPO,
+            env={**os.environ, "KAFKA_MANIFEST_PUBLISH": "false"},
+            stdout=subprocess.PIPE,
+            stderr=terminal,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        os.close(terminal)
+        drawn = _drain(controller)
+    finally:
+        os.close(controller)
+        asyncio.run(drop_table(service_env["TIMESCALEDB_URL"], table))
+    record = json.loads(done.stdout)
+    assert done.returncode == 1
+    assert record["result"] == "aborted"
+    assert f"drill {record['drill_id']}: await (" in drawn
+    assert "s)" in drawn
+
+
+def _drain(fd: int) -> str:
+    """Read what a pseudo-terminal received (it ends with EIO once the writer closed)."""
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks).decode(errors="replace")
