@@ -274,4 +274,3 @@ def _count(value: object) -> str:
 
 def _bytes(value: float | None) -> str:
     return f"{value:,.0f} bytes" if value is not None else "? bytes"
-

@@ -116,6 +116,7 @@ class Feed:
                     self.acked.append((seq, now))
                     if self.first_failure is not None and self.resumed is None:
                         self.resumed = now
+                # The feed's cadence (an ingest writing every interval), not a wait.
                 await asyncio.sleep(self.interval)
         finally:
             if conn is not None:
@@ -150,6 +151,7 @@ class PrimaryStopwatch:
                 except _ERRORS:
                     self.failed_at = time.time()
                     return
+                # The stopwatch's cadence (its resolution), not a wait.
                 await asyncio.sleep(self.interval)
         finally:
             conn.terminate()

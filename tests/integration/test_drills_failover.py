@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from exporter.drills.record import DrillResult
 from exporter.drills.report import FailoverDrillSnapshot
 from exporter.drills.writer import iter_ranges
 from exporter.provisioner import InstitutionalIngestProvisioner
+from tests.waiting import wait_for
 
 from .conftest import running_daemon, sample, scrape_until
 from .drill_support import FAILOVER_SCRIPT, Feed, PrimaryStopwatch, create_dimension, drill_settings
@@ -75,7 +75,7 @@ async def _kill_drill(
     feed.start()
     stopwatch.start()
     try:
-        await asyncio.sleep(0.5)  # the feed makes the dimension fresh before the pre-check
+        await wait_for(lambda: feed.acked, timeout=10)  # fresh before the pre-check
         snapshot = await services.run_failover_drill("kill", initiator="test")
     finally:
         await feed.stop()
@@ -160,20 +160,18 @@ async def test_kill_with_synchronous_replication_loses_nothing(
     assert snapshot.failed_objectives == []
 
 
-async def _await_record(base_url: str, drill_id: str, *, timeout: float) -> dict[str, Any]:
-    """Poll ``GET /api/v1/drills/{id}`` until the drill has a record; return it."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    async with aiohttp.ClientSession() as session:
-        while loop.time() < deadline:
-            async with session.get(f"{base_url}/api/v1/drills/{drill_id}") as response:
-                assert response.status == 200, await response.text()
-                body = await response.json()
-            if "result" in body:
-                return dict(body)
-            assert body["state"] == "running"
-            await asyncio.sleep(0.2)
-    pytest.fail(f"drill {drill_id} not finished within {timeout}s")
+async def _record_when_done(base_url: str, drill_id: str) -> dict[str, Any] | None:
+    """Return the drill's record, or ``None`` while it runs."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{base_url}/api/v1/drills/{drill_id}") as response,
+    ):
+        assert response.status == 200, await response.text()
+        body = await response.json()
+    if "result" in body:
+        return dict(body)
+    assert body["state"] == "running"
+    return None
 
 
 async def test_switchover_over_http_loses_nothing_and_moves_the_timeline_gauge(
@@ -207,7 +205,6 @@ async def test_switchover_over_http_loses_nothing_and_moves_the_timeline_gauge(
             TIMESCALEDB_URL=write_url,
             TIMESCALE_WRITE_URL=write_url,
             TIMESCALE_REPLICA_URL=pair.url(user_url, standby=True),
-            INGEST_PROBE_INTERVAL_SECONDS="0.3",
         )
         feed = Feed(write_url, table)
         feed.start()
@@ -227,7 +224,9 @@ async def test_switchover_over_http_loses_nothing_and_moves_the_timeline_gauge(
                     assert response.status == 202, await response.text()
                     started = await response.json()
                     assert response.headers["Location"] == started["location"]
-                record = await _await_record(url, started["drill_id"], timeout=45)
+                record = await wait_for(
+                    lambda: _record_when_done(url, started["drill_id"]), timeout=45, interval=0.2
+                )
                 after = await scrape_until(
                     url,
                     lambda t: (

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,6 +15,7 @@ from exporter.drills.record import DrillResult
 from exporter.drills.report import FailoverDrillSnapshot
 from exporter.drills.store import DrillStore
 from exporter.provisioner import InstitutionalIngestProvisioner, InstitutionalIngestServices
+from tests.waiting import wait_for
 
 from .conftest import running_daemon, sample, scrape_until
 from .drill_support import Feed, create_dimension, drill_settings, drop_table
@@ -63,11 +63,7 @@ async def _replicated(url: str, table: str) -> None:
             found = await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", table)
             return bool(found) and bool(await conn.fetchval(f"SELECT count(*) FROM {table}"))  # noqa: S608 - test table
 
-        for _ in range(100):
-            if await visible():
-                return
-            await asyncio.sleep(0.05)
-        pytest.fail(f"{table} did not reach the replica")
+        await wait_for(visible, timeout=5)
     finally:
         await conn.close()
 
@@ -139,7 +135,9 @@ async def test_paused_replay_fails_the_fallback_naming_rpo(
         admin = await asyncpg.connect(replica.url, timeout=10)
         try:
             await admin.execute("SELECT pg_wal_replay_pause()")
-            await asyncio.sleep(2.0)  # rows keep arriving on the primary meanwhile
+            # Rows keep arriving on the primary: 40 more at 50 ms are 2 s the replica lacks.
+            paused_at = len(feed.acked)
+            await wait_for(lambda: len(feed.acked) >= paused_at + 40, timeout=20)
             settings = drill_settings(
                 settings_factory,
                 tmp_path,

@@ -26,6 +26,7 @@ from exporter.config import IngestSettings, build_redactor
 from exporter.daemon import SHUTDOWN_TIMEOUT
 from exporter.drills.store import DrillStore
 from exporter.telemetry.logs import configure_logging
+from tests.waiting import wait_for
 
 from .conftest import REPO, free_port, running_daemon, sample, scrape, scrape_until
 from .drill_support import create_dimension, drill_settings, drop_table
@@ -55,14 +56,15 @@ async def _get(url: str, path: str) -> Any:
 
 
 async def _finished(url: str, drill_id: str, *, timeout: float) -> dict[str, Any]:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
+    """Wait for the drill's record (the drill has ended) and return it."""
+
+    async def record() -> dict[str, Any] | None:
         body = await _get(url, f"/api/v1/drills/{drill_id}")
-        if "result" in body:
-            return dict(body)
-        await asyncio.sleep(0.1)
-    pytest.fail(f"drill {drill_id} did not finish within {timeout}s")
+        return dict(body) if "result" in body else None
+
+    found: dict[str, Any] | None = await wait_for(record, timeout=timeout, interval=0.1)
+    assert found is not None
+    return found
 
 
 async def test_two_exporters_on_one_redis_run_one_drill_per_label(
@@ -143,12 +145,12 @@ async def test_sigterm_mid_drill_exits_in_bound_and_records_the_drill_aborted(
     process = _spawn(config, port)
     try:
         drill_id = await _start_when_up(url, token)
-        for _ in range(100):
+
+        async def waiting_for_an_outage() -> bool:
             marker = await _get(url, f"/api/v1/drills/{drill_id}")
-            if marker.get("phase") == "await":
-                break
-            await asyncio.sleep(0.1)
-        assert marker.get("phase") == "await", marker
+            return bool(marker.get("phase") == "await")
+
+        await wait_for(waiting_for_an_outage, timeout=10, interval=0.1)
         process.send_signal(signal.SIGTERM)
         t0 = time.monotonic()
         _, stderr = await asyncio.to_thread(process.communicate, timeout=30)
@@ -189,15 +191,17 @@ def _spawn(config: Path, port: int) -> subprocess.Popen[str]:
 
 
 async def _start_when_up(url: str, token: str) -> str:
-    for _ in range(150):
+    """POST a drill as soon as the daemon answers; return its id."""
+
+    async def posted() -> tuple[int, Any] | None:
         try:
-            status, body = await _post(url, token)
+            return await _post(url, token)
         except aiohttp.ClientError:
-            await asyncio.sleep(0.1)
-            continue
-        assert status == 202, body
-        return str(yaml.safe_load(body)["drill_id"])
-    pytest.fail("the daemon did not answer within 15 s")
+            return None  # not listening yet
+
+    status, body = await wait_for(posted, timeout=15, interval=0.1)
+    assert status == 202, body
+    return str(yaml.safe_load(body)["drill_id"])
 
 
 async def test_no_credential_in_token_record_logs_or_span(
@@ -254,7 +258,9 @@ async def test_no_credential_in_token_record_logs_or_span(
                 await scrape(url),
             ]
             trace_id = record["trace_id"]
-            await _until(lambda: any(s.name == "failover_drill" for s in receiver.spans()))
+            await wait_for(
+                lambda: any(s.name == "failover_drill" for s in receiver.spans()), timeout=10
+            )
     finally:
         structlog.reset_defaults()
         logging.getLogger().handlers.clear()
@@ -279,15 +285,6 @@ async def test_no_credential_in_token_record_logs_or_span(
         for index, text in enumerate(outputs):
             assert canary not in text, f"a credential leaked into output #{index}"
     assert daemon.state.version > 0
-
-
-async def _until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            pytest.fail(f"condition not met within {timeout}s")
-        await asyncio.sleep(0.1)
 
 
 def test_the_cli_shows_phase_and_time_on_a_terminal_and_exits_1_when_aborted(

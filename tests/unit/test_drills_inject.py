@@ -10,6 +10,7 @@ import pytest
 
 from exporter.drills.inject import OUTPUT_LIMIT, Injection, redact_argv
 from exporter.redaction import Redactor
+from tests.waiting import wait_for
 
 
 def _injection(*argv: str, timeout: float = 10.0, secrets: tuple[str, ...] = ()) -> Injection:
@@ -53,8 +54,7 @@ async def test_a_timeout_stops_the_whole_process_group(tmp_path: Path) -> None:
     assert outcome.timed_out
     assert not outcome.ok
     child = int(pid_file.read_text())
-    await asyncio.sleep(0.2)
-    assert _gone(child)
+    await wait_for(lambda: _gone(child), timeout=5)
 
 
 def _gone(pid: int) -> bool:
@@ -65,9 +65,10 @@ def _gone(pid: int) -> bool:
 
 async def test_cancelling_stops_the_command_records_it_and_goes_on(tmp_path: Path) -> None:
     """A cancelled drill stops its command, keeps what it printed, and stays cancelled."""
-    injection = _injection("sh", "-c", "echo started; exec sleep 60")
+    marker = tmp_path / "running"
+    injection = _injection("sh", "-c", f"echo started; touch {marker}; exec sleep 60")
     task = asyncio.create_task(injection.run())
-    await asyncio.sleep(0.5)
+    await wait_for(marker.exists, timeout=5)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

@@ -31,9 +31,12 @@ class FakeTarget:
     status: Status = Status.DOWN
     delay: float = 0.0
     redactor: Redactor = field(default_factory=Redactor)
+    called: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def connectivity_report(self) -> ConnectivityReport:
         """Answer one timescale check."""
+        self.called.set()
+        # A probe run that takes this long: what a deadline or a cancel must cut short.
         await asyncio.sleep(self.delay)
         reason = Reason.REFUSED if self.status is Status.DOWN else None
         result = ProbeResult(
@@ -101,10 +104,9 @@ async def test_a_cancelled_drill_is_recorded_aborted_and_stays_cancelled() -> No
         await asyncio.sleep(0.05)  # a store that takes a moment still completes
         stored.append(snapshot)
 
-    task = asyncio.create_task(
-        execute_failover_drill(FakeTarget(config, delay=30), plan, record=record)
-    )
-    await asyncio.sleep(0.2)
+    target = FakeTarget(config, delay=30)
+    task = asyncio.create_task(execute_failover_drill(target, plan, record=record))
+    await target.called.wait()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
