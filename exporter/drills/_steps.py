@@ -8,49 +8,33 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable
-from typing import Any, Protocol
+from typing import Any
 
-from exporter.config import IngestSettings
 from exporter.drills.inject import Injection, InjectionOutcome
 from exporter.drills.measure import (
     branch_position,
     connect,
+    durations,
     measure_fallback,
     read_dimensions,
     read_jobs,
     replica_state,
     rpo_reading,
 )
-from exporter.drills.plan import DrillPlan, Scenario, pin_host
+from exporter.drills.plan import DrillPlan, DrillTarget, Scenario, pin_host
 from exporter.drills.record import Measured, Timestamps
 from exporter.drills.verdict import Evidence
 from exporter.drills.watch import Watcher, read_server
 from exporter.drills.writer import DB_ERRORS, Ack, WriteGenerator, close_quietly, seq_ranges
 from exporter.probes._timescale_sql import brief
-from exporter.probes.base import ConnectivityReport, Status
+from exporter.probes.base import Status
 from exporter.reasons import classify
-from exporter.redaction import Redactor, redact_url
+from exporter.redaction import redact_url
 
-__all__ = ["DrillTarget", "Steps", "StopCondition"]
+__all__ = ["Steps", "StopCondition"]
 
 #: After a failed injection, how many probe intervals to wait for an outage it may have caused.
 _FAILED_INJECTION_GRACE = 3
-
-
-class DrillTarget(Protocol):
-    """What a drill runs against: a deployment's services bundle (its probes and redactor)."""
-
-    @property
-    def settings(self) -> IngestSettings:
-        """Return the settings tree."""
-
-    @property
-    def redactor(self) -> Redactor:
-        """Return the process's redactor."""
-
-    def connectivity_report(self) -> Awaitable[ConnectivityReport]:
-        """Run the deployment's probes now."""
 
 
 class StopCondition(Exception):
@@ -389,16 +373,7 @@ class Steps:
     def finish_evidence(self) -> Evidence:
         """Derive the numbers from the timestamps and the ledger; return the evidence."""
         e, stamps, w = self.evidence, self._stamps, self.watcher
-        zero = stamps.get("fault_injected") or stamps.get("outage_began")
-        detected, promoted = stamps.get("detected"), stamps.get("promoted")
-        acked = stamps.get("first_write_acked")
-        m = dict(self._measured)
-        if zero is not None and detected is not None:
-            m["detection_seconds"] = round(max(0.0, detected - zero), 3)
-        if detected is not None and promoted is not None:
-            m["promotion_seconds"] = round(max(0.0, promoted - detected), 3)
-        if zero is not None and acked is not None:
-            m["rto_seconds"] = round(max(0.0, acked - zero), 3)
+        m = {**self._measured, **durations(stamps)}
         if w is not None:
             m["timeline_after"] = w.new_timeline if w.new_timeline is not None else None
             m["promoted_by"] = w.promoted_by

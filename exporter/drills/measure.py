@@ -16,7 +16,7 @@ acknowledged write.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import asyncpg
@@ -30,6 +30,7 @@ from exporter.reasons import classify
 __all__ = [
     "branch_position",
     "connect",
+    "durations",
     "measure_fallback",
     "read_dimensions",
     "read_jobs",
@@ -221,3 +222,24 @@ def rpo_reading(
     if branch is not None and last_acked is not None and last_acked.position is not None:
         size = max(0.0, last_acked.position - branch)
     return RpoReading(lost_writes=len(lost), lost_seqs=lost[:100], bytes=size, seconds=seconds)
+
+
+def durations(stamps: Mapping[str, float | None]) -> dict[str, float]:
+    """Return detection, promotion and RTO seconds from the drill's timestamps.
+
+    Detection and RTO count from the fault (observe: the last success before the outage);
+    promotion counts from detection. A number whose ends were not both seen is left out.
+    """
+    zero = stamps.get("fault_injected") or stamps.get("outage_began")
+    detected, promoted = stamps.get("detected"), stamps.get("promoted")
+    acked = stamps.get("first_write_acked")
+    spans = {
+        "detection_seconds": (zero, detected),
+        "promotion_seconds": (detected, promoted),
+        "rto_seconds": (zero, acked),
+    }
+    return {
+        name: round(max(0.0, end - start), 3)
+        for name, (start, end) in spans.items()
+        if start is not None and end is not None
+    }

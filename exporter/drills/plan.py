@@ -5,9 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import secrets
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import SecretStr
@@ -15,11 +15,13 @@ from pydantic import SecretStr
 from exporter.config import DeploymentSettings, DimensionSettings, DrillObjectives, IngestSettings
 from exporter.drills.inject import redact_argv
 from exporter.errors import DrillRefused
+from exporter.probes.base import ConnectivityReport
 from exporter.redaction import Redactor, redact_url
 
 __all__ = [
     "FAULT_SCENARIOS",
     "DrillPlan",
+    "DrillTarget",
     "Scenario",
     "new_drill_id",
     "pin_host",
@@ -62,6 +64,21 @@ def pin_host(url: str, host: str, port: int) -> str:
     netloc = f"{userinfo}@{address}:{port}" if userinfo else f"{address}:{port}"
     query = [(k, v) for k, v in parse_qsl(parts.query) if k not in ("target_session_attrs", "host")]
     return urlunsplit(parts._replace(netloc=netloc, query=urlencode(query)))
+
+
+class DrillTarget(Protocol):
+    """What a drill runs against: a deployment's services bundle (its probes and redactor)."""
+
+    @property
+    def settings(self) -> IngestSettings:
+        """Return the settings tree."""
+
+    @property
+    def redactor(self) -> Redactor:
+        """Return the process's redactor."""
+
+    def connectivity_report(self) -> Awaitable[ConnectivityReport]:
+        """Run the deployment's probes now."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,9 +19,9 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, Tracer
 
 from exporter._cleanup import shielded
-from exporter.drills._steps import DrillTarget, Steps, StopCondition
+from exporter.drills._steps import Steps, StopCondition
 from exporter.drills.lock import DrillLock
-from exporter.drills.plan import DrillPlan, Scenario
+from exporter.drills.plan import DrillPlan, DrillTarget, Scenario
 from exporter.drills.record import ComponentStatus, DrillResult, InjectionRecord, Phase
 from exporter.drills.report import FailoverDrillSnapshot
 from exporter.drills.verdict import judge

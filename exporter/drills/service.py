@@ -20,10 +20,9 @@ from redis.exceptions import RedisError
 
 from exporter._cleanup import shielded
 from exporter.connectors.redis import RedisConnector
-from exporter.drills._steps import DrillTarget
 from exporter.drills.lock import DrillLock
 from exporter.drills.metrics import DrillMetrics
-from exporter.drills.plan import DrillPlan, Scenario, plan_failover_drill
+from exporter.drills.plan import DrillPlan, DrillTarget, Scenario, plan_failover_drill
 from exporter.drills.report import FailoverDrillSnapshot
 from exporter.drills.runner import execute_failover_drill
 from exporter.drills.store import DrillStore

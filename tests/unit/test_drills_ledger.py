@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from exporter.drills.measure import rpo_reading
+from exporter.drills.measure import durations, rpo_reading
 from exporter.drills.writer import Ack, Ledger, iter_ranges, seq_ranges
 
 
@@ -58,3 +58,22 @@ def test_lost_writes_without_a_branch_point_leave_bytes_unknown() -> None:
     rpo = rpo_reading(LEDGER, {1, 2, 7}, baseline_timeline=2, branch=None)
     assert rpo.lost_writes == 2
     assert rpo.bytes is None
+
+
+def test_durations_count_from_the_fault_or_the_outage_and_skip_what_was_not_seen() -> None:
+    """Detection and RTO from the fault (observe: the outage), promotion from detection."""
+    stamps: dict[str, float | None] = {
+        "fault_injected": 100.0,
+        "detected": 100.9,
+        "promoted": 101.2,
+        "first_write_acked": 101.35,
+    }
+    assert durations(stamps) == {
+        "detection_seconds": 0.9,
+        "promotion_seconds": 0.3,
+        "rto_seconds": 1.35,
+    }
+    observed = {"outage_began": 50.0, "detected": 50.4, "promoted": None}
+    assert durations(observed) == {"detection_seconds": 0.4}
+    # A promotion seen before the detection (probe resolution) is 0, never negative.
+    assert durations({"detected": 10.2, "promoted": 10.1}) == {"promotion_seconds": 0.0}
