@@ -48,6 +48,7 @@ async def run_drill_command(
     Raises:
         DrillRefused: the drill cannot run as asked (nothing was started).
         DrillBusy: a drill with this label already runs.
+        ConnectorError: Redis, which holds the drill lock, cannot be reached.
     """
     from exporter.drills.plan import plan_failover_drill
     from exporter.provisioner import InstitutionalIngestProvisioner

@@ -24,7 +24,7 @@ from aiohttp import hdrs, web
 from redis.exceptions import RedisError
 
 from exporter.drills.service import FailoverDrills
-from exporter.errors import DrillBusy, DrillRefused
+from exporter.errors import ConnectorError, DrillBusy, DrillRefused
 
 __all__ = ["TOKEN_HEADER", "DrillRoutes"]
 
@@ -129,8 +129,9 @@ class DrillRoutes:
             return web.Response(status=409, text=f"{exc}\n")
         except DrillRefused as exc:
             status = 403 if exc.key == "failover_drill.enabled" else 400
-            status = 503 if exc.key == "redis" else status
             return web.Response(status=status, text=f"{exc}\n")
+        except ConnectorError as exc:
+            return web.Response(status=503, text=f"{exc}\n")
         location = f"/api/v1/drills/{plan.drill_id}"
         body = {
             "drill_id": plan.drill_id,

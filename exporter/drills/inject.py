@@ -114,7 +114,7 @@ class Injection:
                     _stop(process, waiter), timeout=3 * _TERM_GRACE, event="drill_inject_stop"
                 )
                 # What it printed before it was stopped is still in the pipe: read it.
-                await asyncio.wait({reader}, timeout=_TERM_GRACE)
+                await asyncio.wait({reader}, timeout=_TERM_GRACE / 2)
             for task in (reader, waiter):
                 task.cancel()
             await asyncio.gather(reader, waiter, return_exceptions=True)

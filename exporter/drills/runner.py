@@ -125,7 +125,11 @@ class _Run:
         finally:
             if keeper is not None:
                 keeper.cancel()
-                await asyncio.gather(keeper, return_exceptions=True)
+                [kept] = await asyncio.gather(keeper, return_exceptions=True)
+                if isinstance(kept, Exception):
+                    # The lock was held to the end or lost (handled); anything else is a bug.
+                    error = type(kept).__name__
+                    _log.error("drill_lock_keeper_failed", drill_id=self.plan.drill_id, error=error)
             await self.steps.stop()
 
     async def _keep(self, lock: DrillLock, phases: asyncio.Task[None]) -> None:

@@ -26,7 +26,7 @@ from exporter.drills.plan import DrillPlan, DrillTarget, Scenario, plan_failover
 from exporter.drills.report import FailoverDrillSnapshot
 from exporter.drills.runner import execute_failover_drill
 from exporter.drills.store import DrillStore
-from exporter.errors import DrillBusy, DrillRefused
+from exporter.errors import ConnectorError, DrillBusy, DrillRefused
 from exporter.reasons import classify
 
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ async def run_failover_drill(
 
     Raises:
         DrillBusy: a drill with this label runs (here or on another exporter).
-        DrillRefused: Redis, which holds the lock, cannot be reached.
+        ConnectorError: Redis, which holds the lock, cannot be reached (nothing ran).
     """
     lock = await take_lock(services, plan)
     return await run_locked(
@@ -79,8 +79,7 @@ async def take_lock(services: DrillBundle, plan: DrillPlan) -> DrillLock:
     try:
         await lock.acquire()
     except (RedisError, OSError) as exc:
-        reason = classify(exc).value
-        raise DrillRefused("redis", f"cannot take the drill lock ({reason})") from None
+        raise ConnectorError("redis", classify(exc), "cannot take the drill lock") from None
     return lock
 
 
@@ -181,6 +180,7 @@ class FailoverDrills:
         Raises:
             DrillRefused: the request cannot run (unknown scenario or dimension, drills off).
             DrillBusy: a drill with this label runs.
+            ConnectorError: Redis, which holds the lock, cannot be reached.
         """
         bundle = self._bundle(deployment)
         plan = plan_failover_drill(
@@ -247,7 +247,7 @@ class FailoverDrills:
             )
         except DrillBusy as exc:
             _log.debug("drill_schedule_skipped", deployment=deployment, label=exc.label)
-        except DrillRefused as exc:
+        except (DrillRefused, ConnectorError) as exc:
             _log.warning("drill_schedule_refused", deployment=deployment, reason=str(exc))
 
     async def refresh(self, heartbeat: Heartbeat) -> None:

@@ -16,7 +16,8 @@ from exporter.drills.http import DrillRoutes
 from exporter.drills.plan import DrillPlan, plan_failover_drill
 from exporter.drills.report import FailoverDrillSnapshot
 from exporter.drills.service import FailoverDrills
-from exporter.errors import DrillBusy, DrillRefused
+from exporter.errors import ConnectorError, DrillBusy, DrillRefused
+from exporter.reasons import Reason
 
 from .drill_samples import fallback_snapshot, kill_snapshot, settings
 
@@ -140,7 +141,7 @@ async def test_busy_refused_and_unknown_parameters_answer_409_400_403_503(tmp_pa
         (DrillBusy("q4-dr"), 409),
         (DrillRefused("scenario", "expected one of fallback, ..."), 400),
         (DrillRefused("failover_drill.enabled", "failover drills are disabled"), 403),
-        (DrillRefused("redis", "cannot take the drill lock (refused)"), 503),
+        (ConnectorError("redis", Reason.REFUSED, "cannot take the drill lock"), 503),
     ]
     for failure, status in cases:
         async with _client(_drills(tmp_path, failure=failure)) as client:
