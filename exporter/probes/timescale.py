@@ -236,14 +236,11 @@ class TimescaleProbe:
     def _recovery(self, facts: Any) -> Check:
         standby = bool(facts["in_recovery"])
         measured = [Measurement("ingest_timescale_in_recovery", float(standby))]
+        detail = "standby (in recovery)" if standby else "primary"
         if facts["timeline"] is not None:
             measured.append(Measurement("ingest_timescale_timeline", float(facts["timeline"])))
-        role = "standby (in recovery)" if standby else "primary"
-        return Check(
-            "recovery",
-            detail=f"{role}, timeline {facts['timeline']}",
-            measurements=tuple(measured),
-        )
+            detail += f", timeline {facts['timeline']}"
+        return Check("recovery", detail=detail, measurements=tuple(measured))
 
     async def _replication(self, session: sql.Session, facts: Any) -> list[Check]:
         rows = await session.fetch(sql.REPLICAS)

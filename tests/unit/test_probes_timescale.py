@@ -579,4 +579,5 @@ async def test_timeline_is_a_gauge_of_the_servers_timeline(
     probe, _ = _probe(server)
     named = _by_name(await probe())
     assert _values(named["recovery"], "ingest_timescale_timeline") == expected
-    assert f"timeline {timeline}" in named["recovery"].detail
+    shown = f"standby (in recovery), timeline {timeline}" if timeline else "standby (in recovery)"
+    assert named["recovery"].detail == shown
