@@ -5,11 +5,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self, get_args
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     SecretStr,
     ValidationInfo,
@@ -18,7 +16,9 @@ from pydantic import (
 )
 from redis.connection import URL_QUERY_ARGUMENT_PARSERS
 
-from exporter._urls import canonical_url, query_problem, split_url
+from exporter._drill_settings import TimescaleFailoverDrillSettings
+from exporter._frozen import _IDENTIFIER, _TABLE, Identifier, PositiveSeconds, _Frozen
+from exporter._urls import POSTGRES_QUERY, driver_url
 from exporter.redaction import option_secrets, url_secrets
 
 DEFAULT_TIMESCALE_URL = "postgresql://ingest:local-dev-pw@127.0.0.1:55432/ingest"
@@ -26,58 +26,16 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:56379/0"
 DEFAULT_KAFKA_BOOTSTRAP = ("127.0.0.1:59092",)
 DEFAULT_LISTEN_ADDRESS = "0.0.0.0:9817"  # an exporter listens on every interface, like its peers
 
-_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-_TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$")
 _DEPLOYMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]*):(\d{1,5})$")
-
-PositiveSeconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
-# Names that refer to a declared dimension: never a URL or a `user:secret` an error could quote.
-Identifier = Annotated[str, Field(pattern=_IDENTIFIER.pattern)]
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _no_boolean_numbers(cls, value: Any, info: ValidationInfo) -> Any:
-        """Refuse ``true``/``false`` where a number goes (pydantic would read 1 and 0)."""
-        if isinstance(value, bool) and info.field_name is not None:
-            annotation = cls.model_fields[info.field_name].annotation
-            if annotation is not bool and bool not in get_args(annotation):
-                raise ValueError("expected a number, not a boolean")
-        return value
 
 
 def _check_url(
     value: SecretStr, schemes: tuple[str, ...], what: str, typed: Mapping[str, object]
 ) -> SecretStr:
-    """Validate a connection URL and return the form every driver reads alike (see _urls)."""
     raw = value.get_secret_value()
-    parts = split_url(raw)
-    expected = f"expected a {what} URL ({'|'.join(schemes)}://[user[:password]@]host)"
-    if parts is None or parts.scheme.lower() not in schemes:
-        raise ValueError(expected)
-    if not (parts.hosts or "host=" in (parts.query or "") or parts.scheme.lower() == "unix"):
-        raise ValueError(expected)
-    if any(port is not None and port > 65535 for port in parts.ports()):
-        raise ValueError(expected)
-    canonical = canonical_url(raw)
-    if canonical is None:
-        raise ValueError(
-            f"expected a {what} URL that every driver reads alike: write a raw '@' in a "
-            "query value as %40 (or '/', '?', '#' in the password as %2F, %3F, %23)"
-        )
-    problem = query_problem(canonical, typed)
-    if problem is not None:
-        raise ValueError(f"expected a {what} URL the driver reads: {problem}")
+    canonical = driver_url(raw, schemes, what, typed)
     return value if canonical == raw else SecretStr(canonical)
-
-
-def _port_list(value: str) -> list[int]:
-    """Read ``port=`` as asyncpg does: comma-separated integers."""
-    return [int(port) for port in value.split(",")]
 
 
 class TimescaleSettings(_Frozen):
@@ -98,7 +56,7 @@ class TimescaleSettings(_Frozen):
     def _url(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None:
             return None
-        return _check_url(value, ("postgresql", "postgres"), "PostgreSQL", {"port": _port_list})
+        return _check_url(value, ("postgresql", "postgres"), "PostgreSQL", POSTGRES_QUERY)
 
     @property
     def write_endpoint(self) -> SecretStr:
@@ -228,38 +186,6 @@ class DimensionSettings(_Frozen):
         if isinstance(data, dict) and not data.get("table"):
             return {**data, "table": data.get("name", "")}
         return data
-
-
-class DrillObjectives(_Frozen):
-    """Targets a failover drill is judged against."""
-
-    detection_seconds: PositiveSeconds = 30.0
-    rto_seconds: PositiveSeconds = 120.0
-    rpo_seconds: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 5.0
-    lost_writes: int = Field(0, ge=0)
-
-
-class TimescaleFailoverDrillSettings(_Frozen):
-    """Which Timescale dimensions take part in disaster-recovery drills, and how."""
-
-    enabled: bool = False
-    dimensions: tuple[Identifier, ...] = ()
-    label: str = Field("timescale-failover-drill", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
-    run_fallback: bool = False
-    objectives: DrillObjectives = DrillObjectives()
-    #: argv of the command that causes the fault (switchover, kill); never run through a shell.
-    inject_command: tuple[str, ...] = ()
-    inject_timeout_seconds: PositiveSeconds = 120.0
-    #: A file holding the bearer token of ``POST /api/v1/drills`` (no token: POST refused).
-    token_file: Path | None = None
-    #: Run the ``fallback`` scenario this often (never when unset).
-    schedule_seconds: PositiveSeconds | None = None
-    deadline_seconds: PositiveSeconds = 300.0
-    probe_interval_seconds: PositiveSeconds = 1.0
-    write_interval_seconds: PositiveSeconds = 0.2
-    lock_ttl_seconds: Annotated[float, Field(ge=1, allow_inf_nan=False)] = 30.0
-    #: The drill's own table (created by the drill in the write endpoint's database).
-    table: str = Field("ingest_failover_drill_writes", pattern=_TABLE.pattern)
 
 
 class OperatorProbeSettings(_Frozen):

@@ -25,11 +25,11 @@ from pydantic import ValidationError
 
 from exporter._config_errors import Origins, config_error, echoable
 from exporter._config_file import read_secret_file, read_yaml, readable_by_all
+from exporter._drill_settings import DrillObjectives, TimescaleFailoverDrillSettings
 from exporter._settings import (
     CACHE_PRESETS,
     DeploymentSettings,
     DimensionSettings,
-    DrillObjectives,
     IngestSettings,
     KafkaSettings,
     LogSettings,
@@ -38,7 +38,6 @@ from exporter._settings import (
     RedisCacheSettings,
     RedisSettings,
     SupervisorSettings,
-    TimescaleFailoverDrillSettings,
     TimescaleSettings,
     TopicBinding,
     WebSettings,
@@ -172,7 +171,8 @@ def build_institutional_ingest_config(
         found = _lookup(env, names, secret=path in _SECRET_PATHS)
         if found is None:
             continue
-        name, value = found
+        name, text = found
+        value: Any = text
         if path in _LIST_PATHS:
             value = [item.strip() for item in value.split(",") if item.strip()]
         elif path == "@kafka.ingest_topics":
@@ -203,8 +203,11 @@ def world_readable_secret_files(environ: Mapping[str, str] | None = None) -> lis
     Only the file's mode is looked at: its content was read once, by the loader.
     """
     env = os.environ if environ is None else environ
-    names = [f"{n}_FILE" for names, path, _ in ENVIRONMENT if path in _SECRET_PATHS for n in names]
-    return [name for name in names if env.get(name, "").strip() and readable_by_all(env[name])]
+    variables = [
+        f"{n}_FILE" for aliases, path, _ in ENVIRONMENT if path in _SECRET_PATHS for n in aliases
+    ]
+    named = {variable: env.get(variable, "").strip() for variable in variables}
+    return [variable for variable, file in named.items() if file and readable_by_all(file)]
 
 
 def otel_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -254,7 +257,9 @@ def _read_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def _lookup(env: Mapping[str, str], names: tuple[str, ...], *, secret: bool) -> Any:
+def _lookup(
+    env: Mapping[str, str], names: tuple[str, ...], *, secret: bool
+) -> tuple[str, str] | None:
     """Return ``(variable, value)`` of the first alias set, or ``None``.
 
     A secret may come from the file named by ``X_FILE`` instead (how Docker and Kubernetes
