@@ -108,6 +108,7 @@ class Daemon:
             probe_timeout=self.settings.probes.timeout_seconds,
             tasks=self.supervisor.describe,
             refresh_seconds=self.settings.probes.interval_seconds,
+            drills=self.drills.recent,
         )
         app = build_app(
             handlers,

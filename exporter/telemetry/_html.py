@@ -21,12 +21,14 @@ __all__ = [
     "STYLESHEET",
     "age",
     "badge",
+    "cell",
     "duration",
     "esc",
     "iso",
     "moment",
     "page",
     "sparkline",
+    "table",
     "utc",
     "when",
 ]
@@ -59,7 +61,7 @@ pre{background:var(--head);border:1px solid var(--line);padding:.6rem;overflow-x
 font-size:.8rem;white-space:pre-wrap}
 svg.spark{width:8rem;height:1.6rem;display:block}
 .spark polyline{fill:none;stroke:var(--link);stroke-width:1.5}
-.spark circle{fill:var(--down)}
+.spark circle{fill:var(--down)}.over{color:var(--down);font-weight:600}
 dl{display:grid;grid-template-columns:max-content 1fr;gap:.2rem .8rem;margin:.4rem 0}
 dt{color:var(--muted)}dd{margin:0}
 time,code.nowrap{white-space:nowrap}
@@ -174,6 +176,22 @@ def sparkline(points: Sequence[Mapping[str, Any]]) -> str:
     )
 
 
+def table(head: Sequence[str], rows: Iterable[str], css: str) -> str:
+    """Return a table in its scroll box (``rows`` are ``<tr>`` HTML; ``head`` plain text)."""
+    header = "".join(f"<th>{esc(h)}</th>" for h in head)
+    # "stack": on a phone each row becomes a block of labelled cells instead of a wide line.
+    return (
+        f'<div class="scroll"><table class="stack {css}"><thead><tr>{header}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
+    )
+
+
+def cell(content: str, css: str = "", label: str = "") -> str:
+    """Return a cell; ``label`` names it when a phone shows the row as a block."""
+    attrs = (f' class="{css}"' if css else "") + (f' data-label="{label}"' if label else "")
+    return f"<td{attrs}>{content}</td>"
+
+
 def _nav(links: Iterable[tuple[str, str]]) -> str:
     return "<nav>" + "".join(f'<a href="{esc(h)}">{esc(t)}</a>' for h, t in links) + "</nav>"
 
@@ -212,6 +230,7 @@ def page(
         (
             ("/", "Status"),
             ("/probes", "Probe cycles"),
+            ("/drills", "Drills"),
             ("/metrics", "Metrics"),
             (f"/api/v1{'/status' if path == '/' else path}", "JSON"),
         )

@@ -11,7 +11,18 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from exporter.telemetry._html import badge, duration, esc, moment, page, sparkline, when
+from exporter.telemetry._html import (
+    badge,
+    cell,
+    duration,
+    esc,
+    moment,
+    page,
+    sparkline,
+    table,
+    when,
+)
+from exporter.telemetry.drill_pages import render_drills_section
 
 __all__ = ["render_cycle", "render_probes", "render_status"]
 
@@ -24,21 +35,6 @@ _TASK_KIND = {"running": "ok", "backoff": "degraded", "failed": "down", "pending
 _LOG_COLUMNS = ("timestamp", "level", "event")
 
 
-def _table(head: Sequence[str], rows: Iterable[str], css: str) -> str:
-    header = "".join(f"<th>{esc(h)}</th>" for h in head)
-    # "stack": on a phone each row becomes a block of labelled cells instead of a wide line.
-    return (
-        f'<div class="scroll"><table class="stack {css}"><thead><tr>{header}</tr></thead>'
-        f"<tbody>{''.join(rows)}</tbody></table></div>"
-    )
-
-
-def _td(content: str, css: str = "", label: str = "") -> str:
-    """Return a cell; ``label`` names it when a phone shows the row as a block."""
-    attrs = (f' class="{css}"' if css else "") + (f' data-label="{label}"' if label else "")
-    return f"<td{attrs}>{content}</td>"
-
-
 def _result(ok: bool | None) -> str:
     if ok is None:
         return badge("unknown")
@@ -48,10 +44,10 @@ def _result(ok: bool | None) -> str:
 def _status_cells(row: View, now: float) -> str:
     """Return the status, reason, latency and since cells of a connector or check row."""
     return (
-        _td(badge(row["status"]))
-        + _td(esc(row["reason"] or "-"), "reason", "reason")
-        + _td(duration(row["latency_seconds"]), "num", "latency")
-        + _td(when(row["since"], now) + _FIRST_PROBE[row["since_first_probe"]], "since", "since")
+        cell(badge(row["status"]))
+        + cell(esc(row["reason"] or "-"), "reason", "reason")
+        + cell(duration(row["latency_seconds"]), "num", "latency")
+        + cell(when(row["since"], now) + _FIRST_PROBE[row["since_first_probe"]], "since", "since")
     )
 
 
@@ -62,14 +58,14 @@ def _connector_rows(deployment: str, connector: View, now: float) -> Iterable[st
     yield (
         f'<tr class="connector" data-deployment="{esc(deployment)}" '
         f'data-connector="{esc(name)}" data-status="{esc(connector["status"])}">'
-        f"{_td(f'<strong>{esc(name)}</strong>{where}')}{_status_cells(connector, now)}"
-        f"{_td(sparkline(connector['latency_history']))}</tr>"
+        f"{cell(f'<strong>{esc(name)}</strong>{where}')}{_status_cells(connector, now)}"
+        f"{cell(sparkline(connector['latency_history']))}</tr>"
     )
     for check in connector["checks"]:
         yield (
             f'<tr class="check" data-connector="{esc(name)}" data-check="{esc(check["name"])}" '
-            f'data-status="{esc(check["status"])}">{_td(esc(check["name"]))}'
-            f"{_status_cells(check, now)}{_td(esc(check['detail']), 'detail')}</tr>"
+            f'data-status="{esc(check["status"])}">{cell(esc(check["name"]))}'
+            f"{_status_cells(check, now)}{cell(esc(check['detail']), 'detail')}</tr>"
         )
 
 
@@ -78,17 +74,17 @@ def _cycles(cycles: Sequence[View], now: float, *, with_age: bool = False) -> st
         return '<p class="age">No probe cycle finished yet.</p>'
     rows = (
         f'<tr class="cycle" data-cycle="{c["id"]}" data-result="{"ok" if c["ok"] else "failed"}">'
-        + _td(f'<a href="/probes/{c["id"]}">#{c["id"]}</a>')
-        + _td(when(c["started_at"], now) if with_age else moment(c["started_at"]))
-        + _td(duration(c["duration_seconds"]), "num", "took")
-        + _td(_result(c["ok"]))
-        + _td(str(c["failed_checks"]), "num", "failed checks")
-        + _td(f"<code>{esc(c['trace_id'] or '-')}</code>", "hide-narrow")
+        + cell(f'<a href="/probes/{c["id"]}">#{c["id"]}</a>')
+        + cell(when(c["started_at"], now) if with_age else moment(c["started_at"]))
+        + cell(duration(c["duration_seconds"]), "num", "took")
+        + cell(_result(c["ok"]))
+        + cell(str(c["failed_checks"]), "num", "failed checks")
+        + cell(f"<code>{esc(c['trace_id'] or '-')}</code>", "hide-narrow")
         + "</tr>"
         for c in cycles
     )
     head = ("Cycle", "Started (UTC)", "Duration", "Result", "Failed checks", "Trace id")
-    return _table(head, rows, "cycles")
+    return table(head, rows, "cycles")
 
 
 def _deployment(deployment: View, now: float) -> str:
@@ -106,7 +102,7 @@ def _deployment(deployment: View, now: float) -> str:
     return (
         f'<section class="deployment" id="deployment-{esc(name)}" data-deployment="{esc(name)}">'
         f"<h2>{esc(name)} {_result(deployment['ok'])}</h2>"
-        f'<p class="meta">{summary}</p>{_table(head, rows, "connectors")}'
+        f'<p class="meta">{summary}</p>{table(head, rows, "connectors")}'
         f"<h3>Recent probe cycles</h3>{_cycles(deployment['recent_cycles'], now)}"
         f'<p class="meta"><a href="/probes#deployment-{esc(name)}">every stored cycle</a></p>'
         "</section>"
@@ -118,17 +114,17 @@ def _tasks(tasks: Sequence[View], now: float) -> str:
         return '<h2>Supervised tasks</h2><p class="age">No supervised task.</p>'
     rows = (
         f'<tr class="task" data-task="{esc(t["name"])}" data-state="{esc(t["state"])}">'
-        + _td(esc(t["name"]))
-        + _td(badge(t["state"], _TASK_KIND.get(t["state"], "unknown")))
-        + _td("yes" if t["ready"] else "no", label="ready")
-        + _td(str(t["restarts"]), "num", "restarts")
-        + _td(when(t["started_at"], now), label="started")
-        + _td(esc(_error(t)), "detail")
+        + cell(esc(t["name"]))
+        + cell(badge(t["state"], _TASK_KIND.get(t["state"], "unknown")))
+        + cell("yes" if t["ready"] else "no", label="ready")
+        + cell(str(t["restarts"]), "num", "restarts")
+        + cell(when(t["started_at"], now), label="started")
+        + cell(esc(_error(t)), "detail")
         + "</tr>"
         for t in tasks
     )
     head = ("Task", "State", "Ready", "Restarts", "Started", "Last error (redacted)")
-    return "<h2>Supervised tasks</h2>" + _table(head, rows, "tasks")
+    return "<h2>Supervised tasks</h2>" + table(head, rows, "tasks")
 
 
 def _error(task: View) -> str:
@@ -163,6 +159,8 @@ def render_status(view: View, *, refresh: int) -> str:
         ready
         + "".join(_deployment(d, now) for d in view["deployments"])
         + _tasks(view["tasks"], now)
+        + "<h2>Failover drills</h2>"
+        + render_drills_section(view["drills"], now, more=True)
         + "<h2>Manifest</h2><details><summary>Connectors as configured (redacted)</summary>"
         f"<pre>{esc(manifest)}</pre></details>"
         f'<h2>Endpoints</h2><ul class="links">{links}</ul>'
@@ -206,10 +204,10 @@ def _log_rows(lines: Sequence[View]) -> Iterable[str]:
         stamp = str(line.get("timestamp", "")).partition("T")[2].rstrip("Z") or "-"
         yield (
             f'<tr class="log-line" data-level="{esc(level)}">'
-            + _td(f'<code class="nowrap">{esc(stamp)}</code>')
-            + _td(esc(level))
-            + _td(f"<strong>{esc(line.get('event', ''))}</strong>")
-            + _td(esc(rest), "detail")
+            + cell(f'<code class="nowrap">{esc(stamp)}</code>')
+            + cell(esc(level))
+            + cell(f"<strong>{esc(line.get('event', ''))}</strong>")
+            + cell(esc(rest), "detail")
             + "</tr>"
         )
 
@@ -221,11 +219,11 @@ def render_cycle(view: View, *, version: str) -> str:
     checks = (
         f'<tr class="result" data-connector="{esc(connector)}" data-check="{esc(c["check"])}" '
         f'data-status="{esc(c["status"])}">'
-        + _td(f"{esc(connector)} · {esc(c['check'])}")
-        + _td(badge(c["status"]))
-        + _td(esc(c["reason"] or "-"), "reason", "reason")
-        + _td(duration(c["latency_seconds"]), "num", "latency")
-        + _td(esc(c["detail"]), "detail")
+        + cell(f"{esc(connector)} · {esc(c['check'])}")
+        + cell(badge(c["status"]))
+        + cell(esc(c["reason"] or "-"), "reason", "reason")
+        + cell(duration(c["latency_seconds"]), "num", "latency")
+        + cell(esc(c["detail"]), "detail")
         + "</tr>"
         for connector, group in cycle["connectors"].items()
         for c in group["checks"]
@@ -233,7 +231,7 @@ def render_cycle(view: View, *, version: str) -> str:
     lines = cycle["log_lines"]
     dropped = cycle["log_lines_dropped"]
     log = (
-        _table(("Time (UTC)", "Level", "Event", "Fields"), _log_rows(lines), "log")
+        table(("Time (UTC)", "Level", "Event", "Fields"), _log_rows(lines), "log")
         if lines
         else '<p class="age">This cycle logged nothing.</p>'
     )
@@ -248,7 +246,7 @@ def render_cycle(view: View, *, version: str) -> str:
         f"<dt>Duration</dt><dd>{duration(cycle['duration_seconds'])}</dd>"
         f'<dt>Trace id</dt><dd><code class="trace-id">{trace}</code></dd></dl>'
         "<h3>Check results</h3>"
-        + _table(("Check", "Status", "Reason", "Latency", "Detail"), checks, "checks")
+        + table(("Check", "Status", "Reason", "Latency", "Detail"), checks, "checks")
         + f"<h3>Log lines</h3>{log}"
         f'<h3>Metrics this cycle produced</h3><pre class="metrics">{esc(view["metrics"])}</pre>'
         '<p class="meta"><a href="/probes">all probe cycles</a></p></section>'

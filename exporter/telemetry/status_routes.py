@@ -18,6 +18,7 @@ from aiohttp import hdrs, web
 from exporter import __version__
 from exporter.history import ProbeCycle
 from exporter.telemetry._html import CONTENT_SECURITY_POLICY, esc, page
+from exporter.telemetry.drill_pages import drills_view, render_drill, render_drills
 from exporter.telemetry.status_page import render_cycle, render_probes, render_status
 from exporter.telemetry.status_view import StatusView
 
@@ -26,6 +27,7 @@ __all__ = ["StatusPages", "wants_json"]
 _MEDIA_RANGE = re.compile(r"^\s*([^;\s]+)\s*(.*)$")
 _Q = re.compile(r";\s*q\s*=\s*([^;\s]*)")
 _CYCLE_ID = re.compile(r"^[0-9]{1,18}$")
+_DRILL_ID = re.compile(r"^[0-9A-Za-z-]{1,64}$")
 _MAX_REFRESH = 3_600
 
 _HTML_HEADERS = {
@@ -102,6 +104,9 @@ class StatusPages:
         router.add_get("/api/v1/status", self.index)
         router.add_get("/api/v1/probes", self.probes)
         router.add_get("/api/v1/probes/{cycle}", self.cycle)
+        # The drills' JSON twins are the drills room's own /api/v1/drills routes.
+        router.add_get("/drills", self.drills)
+        router.add_get("/drills/{drill_id}", self.drill)
 
     @staticmethod
     def _json_wanted(request: web.Request) -> bool:
@@ -122,6 +127,35 @@ class StatusPages:
         refresh = _refresh(request, self.default_refresh)
         return _html(render_probes(view, refresh=refresh, version=__version__))
 
+    async def drills(self, request: web.Request) -> web.Response:
+        """Serve the kept drills (every replica's): verdict, RTO/RPO against objectives."""
+        view = drills_view(self.view.drills)
+        if self._json_wanted(request):
+            return _json(view)
+        refresh = _refresh(request, self.default_refresh)
+        now = self.view.clock()
+        return _html(render_drills(view, now=now, refresh=refresh, version=__version__))
+
+    async def drill(self, request: web.Request) -> web.Response:
+        """Serve one drill's report as HTML (its record as JSON); 404 once it is not kept."""
+        drill_id = request.match_info["drill_id"]
+        source = self.view.drills
+        record = source.get(drill_id) if source is not None and _DRILL_ID.match(drill_id) else None
+        if record is None:
+            message = "no such drill among the kept ones"
+            if self._json_wanted(request):
+                return _json({"error": message}, status=404)
+            return self._not_found(f'<p>{message}. <a href="/drills">All drills</a>.</p>')
+        if self._json_wanted(request):
+            return _json(record.model_dump(mode="json"))
+        return _html(render_drill(record, now=self.view.clock(), version=__version__))
+
+    def _not_found(self, body: str) -> web.Response:
+        text = page(
+            "not found · ingest-exporter", body, version=__version__, generated_at=self.view.clock()
+        )
+        return _html(text, status=404)
+
     async def cycle(self, request: web.Request) -> web.Response:
         """Serve one cycle: its checks, log lines, metrics and trace id (404 once forgotten)."""
         raw = request.match_info["cycle"]
@@ -132,14 +166,9 @@ class StatusPages:
             if json_wanted:
                 return _json({"error": message}, status=404)
             shown = esc(raw) if _CYCLE_ID.match(raw) else "?"
-            body = f'<p>Probe cycle #{shown}: {message}. <a href="/probes">All cycles</a>.</p>'
-            text = page(
-                "not found · ingest-exporter",
-                body,
-                version=__version__,
-                generated_at=self.view.clock(),
+            return self._not_found(
+                f'<p>Probe cycle #{shown}: {message}. <a href="/probes">All cycles</a>.</p>'
             )
-            return _html(text, status=404)
         if json_wanted:
             return _json(view)
         return _html(render_cycle(view, version=__version__))

@@ -15,15 +15,19 @@ from exporter import __version__
 from exporter.history import ProbeCycle, StatusSince
 from exporter.probes.base import ConnectivityReport, ProbeResult
 from exporter.state import ConnectorInfo, ExporterState
+from exporter.telemetry.drill_pages import DrillSource, drills_view
 
-__all__ = ["RECENT_ON_INDEX", "StatusView", "task_view"]
+__all__ = ["RECENT_DRILLS_ON_INDEX", "RECENT_ON_INDEX", "StatusView", "task_view"]
 
 #: Cycles per deployment listed on ``/`` (``/probes`` lists every stored one).
 RECENT_ON_INDEX = 10
+#: Drills listed on ``/`` (``/drills`` lists every kept one).
+RECENT_DRILLS_ON_INDEX = 5
 
 #: The endpoints the pages link to, with what each one is.
 _LINKS: tuple[tuple[str, str], ...] = (
     ("/probes", "recent probe cycles"),
+    ("/drills", "failover drills and their reports"),
     ("/metrics", "Prometheus metrics"),
     ("/-/healthy", "liveness"),
     ("/-/ready", "readiness (first probe cycle done)"),
@@ -81,10 +85,12 @@ class StatusView:
         targets: Iterable[str] = (),
         refresh_seconds: float = 15.0,
         clock: Callable[[], float] = time.time,
+        drills: DrillSource | None = None,
     ) -> None:
         self.state = state
         self.manifests = manifests
         self.tasks = tasks
+        self.drills = drills
         self.targets = tuple(targets)
         self.refresh_seconds = refresh_seconds
         self.clock = clock
@@ -111,6 +117,7 @@ class StatusView:
             "refresh_seconds": self.refresh_seconds,
             "deployments": [self._deployment(name) for name in self.deployments()],
             "tasks": [task_view(task) for task in self.tasks()],
+            "drills": drills_view(self.drills, limit=RECENT_DRILLS_ON_INDEX),
             "manifests": list(self.manifests()),
             "links": self.links(),
         }

@@ -25,6 +25,7 @@ from exporter.metricspec import MetricSpec, family, spec
 from exporter.probes.base import ConnectivityReport, ProbeResult, Status
 from exporter.reasons import Reason
 from exporter.state import ExporterState
+from exporter.telemetry.drill_pages import DrillSource
 from exporter.telemetry.metrics import MEASUREMENTS, IngestCollector, MetricsRenderer
 from exporter.telemetry.status_routes import StatusPages
 from exporter.telemetry.status_view import StatusView
@@ -95,6 +96,7 @@ class WebApp:
         probe_timeout: float = 5.0,
         tasks: Callable[[], Iterable[Any]] = tuple,
         refresh_seconds: float = 15.0,
+        drills: DrillSource | None = None,
     ) -> None:
         self.state = state
         self.renderer = renderer
@@ -107,6 +109,7 @@ class WebApp:
             tasks=tasks,
             targets=self.targets,
             refresh_seconds=refresh_seconds,
+            drills=drills,
         )
         self.pages = StatusPages(view, cycle_metrics=self._cycle_metrics)
         # One probe run per target at a time: concurrent scrapes share it.
