@@ -16,6 +16,7 @@ from exporter.config import IngestSettings
 
 from .conftest import running_daemon, wait_for
 from .daemon_process import DaemonProcess
+from .drill_support import create_dimension, drill_settings, drop_table
 from .redis_instance import RedisServers
 
 CANARY = "Canary-pw-2903-status"
@@ -114,3 +115,46 @@ async def test_rendering_the_pages_sends_nothing_to_a_service(
     # The second INFO counts the first one, and nothing else happened on the server.
     assert after["total_commands_processed"] - before["total_commands_processed"] == 1
     assert after["total_connections_received"] == before["total_connections_received"]
+
+
+async def test_a_real_fallback_drill_shows_on_the_pages(
+    settings_factory: Callable[..., IngestSettings],
+    service_env: dict[str, str],
+    tmp_path: Path,
+    unique: str,
+) -> None:
+    """A drill run on the local standby is listed on / and /drills; its report is HTML."""
+    replica = service_env["TIMESCALE_REPLICA_URL"]
+    password = urlsplit(replica).password
+    assert password
+    table = f"status_drill_{unique}"
+    token = f"t-{unique}"
+    (tmp_path / "token").write_text(token)
+    await create_dimension(service_env["TIMESCALEDB_URL"], table)
+    try:
+        settings = drill_settings(
+            settings_factory,
+            tmp_path,
+            dimension="trades",
+            table=table,
+            drill={"label": f"status-{unique}", "token_file": str(tmp_path / "token")},
+            TIMESCALE_REPLICA_URL=replica,
+        )
+        async with running_daemon(settings) as (daemon, base), aiohttp.ClientSession() as session:
+            headers = {"X-Drill-Token": token}
+            async with session.post(f"{base}/api/v1/drills", headers=headers) as response:
+                assert response.status == 202, await response.text()
+                drill_id = (await response.json())["drill_id"]
+            await wait_for(lambda: daemon.drills.recent.get(drill_id), timeout=30)
+            index = await _get(session, base + "/")
+            listing = await _get(session, base + "/drills")
+            report = await _get(session, f"{base}/drills/{drill_id}")
+            record = await _get(session, f"{base}/drills/{drill_id}", Accept="application/json")
+    finally:
+        await drop_table(service_env["TIMESCALEDB_URL"], table)
+    for page in (index, listing):
+        assert f'<tr class="drill" data-drill="{drill_id}" data-result="ok">' in page
+    assert f"<h2>Failover drill <code>{drill_id}</code>: <strong>OK</strong></h2>" in report
+    assert "<h3>Fallback path: replica <code>postgresql://ingest:***@" in report
+    assert '"scenario": "fallback"' in record
+    assert not [page for page in (index, listing, report, record) if password in page]
