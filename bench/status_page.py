@@ -2,7 +2,8 @@
 
 Run: .venv/bin/python -m bench.status_page
 Builds a daemon-sized snapshot (10 deployments x 3 connectors, 14 checks each, a full probe
-history of 100 cycles per deployment with log lines, 40 supervised tasks, the real manifests)
+history of 100 cycles per deployment with log lines, 40 supervised tasks, 50 kept drills, the
+real manifests)
 and times ``GET /`` end to end through aiohttp (no service needed), plus the render alone.
 """
 
@@ -18,6 +19,9 @@ from aiohttp import test_utils
 from prometheus_client import CollectorRegistry
 
 from exporter.config import build_institutional_ingest_config
+from exporter.drills.recent import RecentDrills
+from exporter.drills.record import DrillResult, Measured, RpoReading, Timestamps
+from exporter.drills.report import FailoverDrillSnapshot
 from exporter.manifest import build_manifest, connector_infos
 from exporter.probes.base import ConnectivityReport, Measurement, ProbeResult, Status
 from exporter.reasons import Reason
@@ -74,6 +78,30 @@ def _log_lines(report: ConnectivityReport) -> list[dict[str, Any]]:
     ]
 
 
+def _drills(start: float) -> RecentDrills:
+    """Return 50 kept drills (every fifth failed an objective), as the daemon's refresh keeps."""
+    drills = RecentDrills(enabled=True)
+    for i in range(50):
+        failed = i % 5 == 0
+        drills.observe(
+            FailoverDrillSnapshot(
+                drill_id=f"20261204T{i:06d}Z-{i:08x}",
+                label="q4-dr",
+                deployment=f"dep{i % DEPLOYMENTS}",
+                scenario="kill",
+                initiator="schedule",
+                dimensions=["trades"],
+                settings={"objectives": {"rto_seconds": 30.0, "lost_writes": 0}},
+                result=DrillResult.FAIL if failed else DrillResult.OK,
+                failed_objectives=["rto 41.2s > objective 30s"] if failed else [],
+                duration_seconds=60.0,
+                timestamps=Timestamps(started=start + i * 600),
+                measured=Measured(rto_seconds=41.2 if failed else 12.0, rpo=RpoReading()),
+            )
+        )
+    return drills
+
+
 def build() -> WebApp:
     """Return the web handlers over a full, daemon-sized snapshot."""
     names = [f"dep{d}" for d in range(DEPLOYMENTS)]
@@ -103,6 +131,7 @@ def build() -> WebApp:
         ],
         tasks=lambda: tasks,
         refresh_seconds=15.0,
+        drills=_drills(start),
     )
 
 
