@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import aiohttp
+import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
@@ -20,14 +21,15 @@ from .drill_support import create_dimension, drill_settings, drop_table
 from .redis_instance import RedisServers
 
 CANARY = "Canary-pw-2903-status"
-PAGES = ("/", "/?refresh=0", "/probes", "/api/v1/status", "/api/v1/probes")
+PAGES = ("/", "/?refresh=0", "/probes", "/drills", "/api/v1/status", "/api/v1/probes")
 OTHERS = ("/metrics", "/-/ready", "/api/v1/manifest", "/api/v1/connectivity", "/api/v1/failover")
 
 
 def _with_password(url: str, password: str) -> str:
+    """Return ``url`` with ``password`` (multi-host URLs too: only the user part changes)."""
     parts = urlsplit(url)
-    user = parts.username or "default"
-    netloc = f"{user}:{quote(password, safe='')}@{parts.hostname}:{parts.port}"
+    hosts = parts.netloc.rpartition("@")[2]
+    netloc = f"{parts.username or 'default'}:{quote(password, safe='')}@{hosts}"
     return urlunsplit(parts._replace(netloc=netloc))
 
 
@@ -44,6 +46,8 @@ async def test_canary_password_never_appears_on_any_page(
     daemon = DaemonProcess(
         {
             "TIMESCALEDB_URL": _with_password(service_env["TIMESCALEDB_URL"], CANARY),
+            "TIMESCALE_REPLICA_URL": _with_password(service_env["TIMESCALE_REPLICA_URL"], CANARY),
+            "TIMESCALE_WRITE_URL": _with_password(service_env["TIMESCALE_WRITE_URL"], CANARY),
             "REDIS_URL": _with_password(service_env["REDIS_URL"], CANARY),
             "KAFKA_BOOTSTRAP_SERVERS": service_env["KAFKA_BOOTSTRAP_SERVERS"],
             "INGEST_PROBE_INTERVAL_SECONDS": "1",
@@ -69,7 +73,7 @@ async def test_canary_password_never_appears_on_any_page(
             paths += [f"/api/v1/probes/{c['id']}" for c in cycles]
             for path in paths:
                 bodies[path] = await _get(session, base + path)
-            for path in ("/", "/probes", f"/probes/{cycles[0]['id']}"):
+            for path in ("/", "/probes", "/drills", f"/probes/{cycles[0]['id']}"):
                 bodies[f"{path} (json)"] = await _get(
                     session, base + path, Accept="application/json"
                 )
@@ -94,24 +98,51 @@ async def private_redis(service_env: dict[str, str], tmp_path: Path) -> AsyncIte
     await servers.close()
 
 
+async def _backends(url: str, application: str) -> list[tuple[Any, ...]]:
+    """Return each of ``application``'s PostgreSQL backends with when it last ran a query."""
+    conn = await asyncpg.connect(url, timeout=10)
+    try:
+        rows = await conn.fetch(
+            "SELECT pid, backend_start, query_start, state_change FROM pg_stat_activity"
+            " WHERE application_name = $1 ORDER BY pid",
+            application,
+        )
+    finally:
+        await conn.close()
+    return [tuple(row) for row in rows]
+
+
 async def test_rendering_the_pages_sends_nothing_to_a_service(
-    settings_factory: Callable[..., IngestSettings], private_redis: int
+    settings_factory: Callable[..., IngestSettings],
+    service_env: dict[str, str],
+    private_redis: int,
+    unique: str,
 ) -> None:
-    """Two hundred page renders leave the watched Redis's command counter where it was."""
-    settings = settings_factory(REDIS_URL=f"redis://127.0.0.1:{private_redis}/0")
+    """Two hundred page renders leave Redis's command counter and PostgreSQL's backends idle."""
+    application = f"status-noio-{unique}"  # names this daemon's backends on the shared server
+    settings = settings_factory(
+        REDIS_URL=f"redis://127.0.0.1:{private_redis}/0", TIMESCALE_APPLICATION_NAME=application
+    )
     client = aioredis.Redis(host="127.0.0.1", port=private_redis)
+    admin = service_env["TIMESCALEDB_URL"]
     async with running_daemon(settings) as (daemon, base), aiohttp.ClientSession() as session:
         await wait_for(lambda: daemon.state.ready, timeout=15)
         # Only page renders may run from here on: no probe cycle, no cache refresh.
         await daemon.supervisor.cancel_all(timeout=5)
         (cycle,) = daemon.state.history.cycles("local")[:1]
+        backends = await _backends(admin, application)
         before = await client.info("stats")
         for _ in range(40):
-            for path in ("/", "/probes", f"/probes/{cycle.id}", "/api/v1/status"):
+            for path in ("/", "/probes", f"/probes/{cycle.id}", "/drills", "/api/v1/status"):
                 await _get(session, base + path)
             await _get(session, base + "/", Accept="application/json")
         after = await client.info("stats")
+        # Same backends (none opened), and none started a query or changed state since.
+        assert await _backends(admin, application) == backends
     await client.aclose()
+    # Not vacuous: the daemon's probe pool was connected, and its queries are visible to us.
+    assert backends
+    assert all(query_start is not None for _, _, query_start, _ in backends), backends
     # The second INFO counts the first one, and nothing else happened on the server.
     assert after["total_commands_processed"] - before["total_commands_processed"] == 1
     assert after["total_connections_received"] == before["total_connections_received"]
