@@ -11,9 +11,18 @@ command -v chromium >/dev/null || missing+=(chromium)
 [[ -x /usr/bin/chromedriver ]] || missing+=(chromium-driver)
 if ((${#missing[@]})); then
     echo "tools: installing ${missing[*]}"
-    apt-get update -qq
+    # make test runs as root (scripts/services.sh needs it); a non-root run may use sudo.
+    apt=(apt-get -qq -o DPkg::Lock::Timeout=600)
+    if [[ $(id -u) != 0 ]]; then
+        sudo -n true 2>/dev/null || {
+            echo "tools: ERROR: run as root (or with sudo) to apt-get install ${missing[*]}" >&2
+            exit 1
+        }
+        apt=(sudo -n DEBIAN_FRONTEND=noninteractive "${apt[@]}")
+    fi
+    "${apt[@]}" update
     # Several entries may name one package; apt-get takes each once.
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    "${apt[@]}" install -y --no-install-recommends "${missing[@]}" >/dev/null
 fi
 # Debian's package starts nothing here, but stop its default service if some init did.
 echo "tools: $(prometheus --version 2>&1 | head -n1)"
