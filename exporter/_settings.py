@@ -17,6 +17,8 @@ from pydantic import (
     model_validator,
 )
 
+from exporter._lag_settings import KafkaLagSettings
+
 DEFAULT_TIMESCALE_URL = "postgresql://ingest:local-dev-pw@127.0.0.1:55432/ingest"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:56379/0"
 DEFAULT_KAFKA_BOOTSTRAP = ("127.0.0.1:59092",)
@@ -121,7 +123,7 @@ class TopicBinding(_Frozen):
 
 
 class KafkaSettings(_Frozen):
-    """Connection to the Kafka cluster, the ingest bridge and the manifest stream."""
+    """Connection to the Kafka cluster, lag of named groups, the bridge and the manifest."""
 
     bootstrap_servers: tuple[str, ...] = DEFAULT_KAFKA_BOOTSTRAP
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
@@ -131,12 +133,14 @@ class KafkaSettings(_Frozen):
     client_id: str = Field("ingest-exporter", min_length=1)
     ingest_topics: tuple[TopicBinding, ...] = ()
     consumer_group: str = Field("ingest-exporter", min_length=1)
+    allow_shared_group: bool = False
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     commit_mode: Literal["after_delivery", "periodic"] = "after_delivery"
     manifest_topic: str = Field("telemetry.ingest.manifest", pattern=r"^[A-Za-z0-9._-]+$")
-    manifest_publish: bool = True
+    manifest_publish: bool = False
     manifest_interval_seconds: PositiveSeconds = 300.0
     canary_topic: str | None = Field(None, pattern=r"^[A-Za-z0-9._-]+$")
+    lag: KafkaLagSettings = KafkaLagSettings()
 
     @field_validator("bootstrap_servers", mode="before")
     @classmethod

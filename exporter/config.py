@@ -25,6 +25,7 @@ import yaml
 from pydantic import ValidationError
 
 from exporter._config_errors import Origins, config_error, echoable
+from exporter._lag_settings import KafkaLagSettings, LagGroup
 from exporter._settings import (
     CACHE_PRESETS,
     DeploymentSettings,
@@ -53,7 +54,9 @@ __all__ = [
     "DimensionSettings",
     "DrillObjectives",
     "IngestSettings",
+    "KafkaLagSettings",
     "KafkaSettings",
+    "LagGroup",
     "LogSettings",
     "OperatorProbeSettings",
     "ProbeSettings",
@@ -90,12 +93,16 @@ ENVIRONMENT: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("KAFKA_CLIENT_ID",), "@kafka.client_id", "client id"),
     (("KAFKA_INGEST_TOPICS",), "@kafka.ingest_topics", "dimension:topic pairs"),
     (("KAFKA_INGEST_CONSUMER_GROUP",), "@kafka.consumer_group", "consumer group"),
+    (("KAFKA_INGEST_ALLOW_SHARED_GROUP",), "@kafka.allow_shared_group", "boolean"),
     (("KAFKA_INGEST_AUTO_OFFSET_RESET",), "@kafka.auto_offset_reset", "earliest|latest"),
     (("KAFKA_INGEST_COMMIT_MODE",), "@kafka.commit_mode", "after_delivery|periodic"),
     (("KAFKA_MANIFEST_TOPIC",), "@kafka.manifest_topic", "topic"),
     (("KAFKA_MANIFEST_PUBLISH",), "@kafka.manifest_publish", "boolean"),
     (("KAFKA_MANIFEST_INTERVAL_SECONDS",), "@kafka.manifest_interval_seconds", "seconds"),
     (("KAFKA_CANARY_TOPIC",), "@kafka.canary_topic", "topic (opt-in canary probe)"),
+    (("KAFKA_LAG_GROUPS",), "@kafka.lag.groups", "group names or /regex/ list"),
+    (("KAFKA_LAG_WARN_SECONDS",), "@kafka.lag.warn_seconds", "seconds"),
+    (("KAFKA_LAG_DOWN_SECONDS",), "@kafka.lag.down_seconds", "seconds"),
     (("INGEST_DEPLOYMENT",), "@name", "deployment name"),
     (("INGEST_MASK_HOSTS",), "@mask_hosts", "boolean"),
     (("INGEST_DIMENSIONS",), "dimensions", "dimension names"),
@@ -123,6 +130,7 @@ _LIST_PATHS = frozenset(
     {
         "@redis.cache.invalidate_prefixes",
         "@kafka.bootstrap_servers",
+        "@kafka.lag.groups",
         "dimensions",
         "failover_drill.dimensions",
     }

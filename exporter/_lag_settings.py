@@ -1,0 +1,91 @@
+"""Settings of the read-only consumer-group lag: which groups, and the thresholds that judge it.
+
+Imported through :mod:`exporter.config`; kept apart so the Kafka settings stay readable.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = ["KafkaLagSettings", "LagGroup"]
+
+PositiveSeconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+
+
+class LagGroup(_Frozen):
+    """A consumer group whose lag is read (never joined), by exact name or by pattern.
+
+    In a list, a plain string is a group name and ``/regex/`` a pattern matched against the
+    whole group id; thresholds not given here come from :class:`KafkaLagSettings`.
+    """
+
+    name: str | None = Field(None, min_length=1, max_length=249)
+    match: str | None = Field(None, min_length=1)
+    warn_seconds: PositiveSeconds | None = None
+    down_seconds: PositiveSeconds | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            text = data.strip()
+            if len(text) > 2 and text.startswith("/") and text.endswith("/"):
+                return {"match": text[1:-1]}
+            return {"name": text}
+        return data
+
+    @model_validator(mode="after")
+    def _one_of(self) -> Self:
+        if (self.name is None) == (self.match is None):
+            raise ValueError("expected exactly one of name (a group id) or match (a regex)")
+        if self.match is not None:
+            try:
+                re.compile(self.match)
+            except re.error as exc:
+                raise ValueError(f"expected a regular expression ({exc.msg})") from None
+        return self
+
+    @property
+    def label(self) -> str:
+        """Return how the entry was written: the name, or ``/regex/``."""
+        return self.name if self.name is not None else f"/{self.match}/"
+
+    def selects(self, group: str) -> bool:
+        """Tell whether ``group`` is this entry's group, or matches its pattern."""
+        if self.name is not None:
+            return group == self.name
+        return re.fullmatch(str(self.match), group) is not None
+
+
+class KafkaLagSettings(_Frozen):
+    """Read-only lag of the named consumer groups, and the thresholds that judge it."""
+
+    groups: tuple[LagGroup, ...] = ()
+    warn_seconds: PositiveSeconds | None = 300.0
+    down_seconds: PositiveSeconds | None = 1_800.0
+
+    @model_validator(mode="after")
+    def _unique(self) -> Self:
+        labels = [group.label for group in self.groups]
+        if len(set(labels)) != len(labels):
+            raise ValueError("expected each group or pattern once")
+        for group in (None, *self.groups):
+            warn, down = self.thresholds(group)
+            if warn is not None and down is not None and down < warn:
+                raise ValueError("expected down_seconds no smaller than warn_seconds")
+        return self
+
+    def thresholds(self, group: LagGroup | None = None) -> tuple[float | None, float | None]:
+        """Return ``(warn, down)`` seconds for ``group`` (the defaults for ``None``)."""
+        if group is None:
+            return self.warn_seconds, self.down_seconds
+        warn = self.warn_seconds if group.warn_seconds is None else group.warn_seconds
+        down = self.down_seconds if group.down_seconds is None else group.down_seconds
+        return warn, down
