@@ -80,7 +80,7 @@ CACHE_PRESETS: dict[str, tuple[int, int]] = {
 class RedisCacheSettings(_Frozen):
     """Redis cache policy: a preset plus optional overrides, enforced on the server."""
 
-    strategy: CachePreset = "institutional"
+    strategy: CachePreset = "disabled"
     ttl_seconds: int | None = Field(None, gt=0)
     max_keys: int | None = Field(None, gt=0)
     namespace: str = Field("ingest:cache", min_length=1, max_length=128)
