@@ -161,6 +161,26 @@ class KafkaSettings(_Frozen):
             return [{"dimension": d, "topic": t} for d, t in value.items()]
         return value
 
+    @model_validator(mode="after")
+    def _sasl(self) -> Self:
+        """Check the SASL settings as a whole: a mechanism, a user and a password, or none."""
+        fields = {
+            "sasl_mechanism (KAFKA_SASL_MECHANISM)": self.sasl_mechanism,
+            "sasl_username (KAFKA_SASL_USERNAME)": self.sasl_username,
+            "sasl_password (KAFKA_SASL_PASSWORD)": self.sasl_password,
+        }
+        given = [name for name, value in fields.items() if value is not None]
+        missing = [name for name in fields if name not in given]
+        protocol = self.security_protocol
+        if protocol.startswith("SASL_") and missing:
+            raise ValueError(f"expected {' and '.join(missing)} with security_protocol {protocol}")
+        if not protocol.startswith("SASL_") and given:
+            raise ValueError(
+                f"expected security_protocol SASL_PLAINTEXT or SASL_SSL "
+                f"(KAFKA_SECURITY_PROTOCOL) with {' and '.join(given)}"
+            )
+        return self
+
 
 class DeploymentSettings(_Frozen):
     """One named deployment: its Timescale, Redis and Kafka."""

@@ -25,6 +25,12 @@ import yaml
 from pydantic import ValidationError
 
 from exporter._config_errors import Origins, config_error, echoable
+from exporter._config_report import (
+    ConfigReport,
+    endpoint_sources,
+    redacted_endpoints,
+    unknown_variables,
+)
 from exporter._lag_settings import KafkaLagSettings, LagGroup
 from exporter._settings import (
     CACHE_PRESETS,
@@ -50,6 +56,7 @@ from exporter.redaction import Redactor
 __all__ = [
     "CACHE_PRESETS",
     "ENVIRONMENT",
+    "ConfigReport",
     "DeploymentSettings",
     "DimensionSettings",
     "DrillObjectives",
@@ -69,7 +76,9 @@ __all__ = [
     "WebSettings",
     "build_institutional_ingest_config",
     "build_redactor",
+    "explain_configuration",
     "otel_environment",
+    "redacted_endpoints",
 ]
 
 # Where each environment variable lands. "@" paths are deployment-level (they become the
@@ -161,7 +170,7 @@ def build_institutional_ingest_config(
     entries = root.pop("deployments", None)
 
     for names, path, _ in ENVIRONMENT:
-        name = next((n for n in names if env.get(n, "").strip()), None)
+        name = _first_set(env, names)
         if name is None:
             continue
         value: Any = env[name].strip()
@@ -175,7 +184,7 @@ def build_institutional_ingest_config(
         origins.variables[path] = name
     for path, value in (overrides or {}).items():
         _assign(root, path, value)
-        origins.variables[path] = "--" + path.replace("_", "-")
+        origins.variables[path] = _flag(path)
 
     if entries is None:
         root["deployments"] = [defaults]
@@ -187,6 +196,33 @@ def build_institutional_ingest_config(
         return IngestSettings(**root)
     except ValidationError as exc:
         raise config_error(exc, origins) from None
+
+
+def explain_configuration(
+    settings: IngestSettings,
+    *,
+    environ: Mapping[str, str] | None = None,
+    config_file: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> ConfigReport:
+    """Report what ``settings`` resolved from: each endpoint's source, and unknown variables.
+
+    Takes the arguments ``settings`` were built from. An unknown variable is one with a
+    project prefix (``INGEST_``, ``TIMESCALE_``, ``TIMESCALEDB_``, ``REDIS_``, ``KAFKA_``) that
+    no setting reads, most likely a typo; the report names the closest known variable.
+    """
+    env = os.environ if environ is None else environ
+    file_data = _read_file(config_file) if config_file is not None else {}
+    origins = Origins(str(config_file or ""), file_data)
+    for names, path, _ in ENVIRONMENT:
+        if (name := _first_set(env, names)) is not None:
+            origins.variables[path] = name
+    flags = [_flag(path) for path in overrides or {}]
+    origins.variables.update(zip(overrides or {}, flags, strict=True))
+    known = [name for names, _, _ in ENVIRONMENT for name in names]
+    return ConfigReport(
+        unknown=unknown_variables(env, known), endpoints=endpoint_sources(settings, origins, flags)
+    )
 
 
 def otel_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -236,6 +272,16 @@ def _read_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(str(path), "expected a mapping at the top level")
     return data
+
+
+def _first_set(env: Mapping[str, str], names: tuple[str, ...]) -> str | None:
+    """Return the first of the aliases ``names`` set to something, in their order."""
+    return next((name for name in names if env.get(name, "").strip()), None)
+
+
+def _flag(path: str) -> str:
+    """Return the command-line flag that sets the global ``path``."""
+    return "--" + path.replace("_", "-")
 
 
 def _parse_pairs(name: str, value: str, sep: str) -> dict[str, str]:

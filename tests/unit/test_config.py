@@ -197,6 +197,7 @@ def test_secrets_are_secretstr_and_hidden_in_dumps() -> None:
     """URLs and the SASL password are SecretStr: a plain dump shows no secret."""
     env = {
         "TIMESCALEDB_URL": f"postgresql://u:{CANARY}@h/db",
+        "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
         "KAFKA_SASL_MECHANISM": "PLAIN",
         "KAFKA_SASL_USERNAME": "svc",
         "KAFKA_SASL_PASSWORD": CANARY,
@@ -288,6 +289,8 @@ def test_build_redactor_knows_every_configured_secret() -> None:
     env = {
         "TIMESCALEDB_URL": f"postgresql://u:{CANARY}@h/db",
         "REDIS_URL": "redis://:Rd-pw-1234@h:6379/0",
+        "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "KAFKA_SASL_MECHANISM": "PLAIN",
         "KAFKA_SASL_USERNAME": "svc-user",
         "KAFKA_SASL_PASSWORD": "Kf-pw-5678",
     }
