@@ -21,17 +21,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-import yaml
 from pydantic import ValidationError
 
 from exporter._config_errors import Origins, config_error, echoable
+from exporter._config_file import read_secret_file, read_yaml, readable_by_all
 from exporter._config_report import (
     ConfigReport,
     endpoint_sources,
     redacted_endpoints,
     unknown_variables,
 )
-from exporter._lag_settings import KafkaLagSettings, LagGroup
+from exporter._kafka_settings import KafkaLagSettings, LagGroup
 from exporter._settings import (
     CACHE_PRESETS,
     DeploymentSettings,
@@ -79,6 +79,7 @@ __all__ = [
     "explain_configuration",
     "otel_environment",
     "redacted_endpoints",
+    "world_readable_secret_files",
 ]
 
 # Where each environment variable lands. "@" paths are deployment-level (they become the
@@ -134,6 +135,10 @@ ENVIRONMENT: tuple[tuple[tuple[str, ...], str, str], ...] = (
 _DEPLOYMENT_KEYS = {"deployment": "name"} | {
     k: k for k in ("timescale", "redis", "kafka", "mask_hosts")
 }
+# Values that may be secrets: each variable of these also has an X_FILE form.
+_SECRET_PATHS = frozenset(
+    {"@timescale.url", "@redis.url", "@kafka.sasl_username", "@kafka.sasl_password"}
+)
 # Values given as one comma-separated string in the environment.
 _LIST_PATHS = frozenset(
     {
@@ -170,26 +175,27 @@ def build_institutional_ingest_config(
     entries = root.pop("deployments", None)
 
     for names, path, _ in ENVIRONMENT:
-        name = _first_set(env, names)
-        if name is None:
+        found = _lookup(env, names, secret=path in _SECRET_PATHS)
+        if found is None:
             continue
-        value: Any = env[name].strip()
+        name, text = found
+        value: Any = text
         if path in _LIST_PATHS:
             value = [item.strip() for item in value.split(",") if item.strip()]
         elif path == "@kafka.ingest_topics":
             value = _parse_pairs(name, value, ":")
         elif path == "probes.operator":
             value = [{"name": n, "target": t} for n, t in _parse_pairs(name, value, "=").items()]
-        _assign(defaults if path.startswith("@") else root, path.removeprefix("@"), value)
+        _assign(defaults if path.startswith("@") else root, path.removeprefix("@"), value, origins)
         origins.variables[path] = name
     for path, value in (overrides or {}).items():
-        _assign(root, path, value)
+        _assign(root, path, value, origins)
         origins.variables[path] = _flag(path)
 
     if entries is None:
         root["deployments"] = [defaults]
     elif isinstance(entries, list) and entries:
-        root["deployments"] = [_merge(defaults, entry) for entry in entries]
+        root["deployments"] = [_merge(defaults, entry, origins, []) for entry in entries]
     else:
         raise ConfigError(origins(["deployments"]), "expected a non-empty list of deployments")
     try:
@@ -215,14 +221,32 @@ def explain_configuration(
     file_data = _read_file(config_file) if config_file is not None else {}
     origins = Origins(str(config_file or ""), file_data)
     for names, path, _ in ENVIRONMENT:
-        if (name := _first_set(env, names)) is not None:
+        if (name := _first_set(env, names, secret=path in _SECRET_PATHS)) is not None:
             origins.variables[path] = name
     flags = [_flag(path) for path in overrides or {}]
     origins.variables.update(zip(overrides or {}, flags, strict=True))
-    known = [name for names, _, _ in ENVIRONMENT for name in names]
+    known = [
+        variable
+        for names, path, _ in ENVIRONMENT
+        for name in names
+        for variable in ((name, f"{name}_FILE") if path in _SECRET_PATHS else (name,))
+    ]
     return ConfigReport(
         unknown=unknown_variables(env, known), endpoints=endpoint_sources(settings, origins, flags)
     )
+
+
+def world_readable_secret_files(environ: Mapping[str, str] | None = None) -> list[str]:
+    """Return the ``*_FILE`` variables whose file every user of the machine may read.
+
+    Only the file's mode is looked at: its content was read once, by the loader.
+    """
+    env = os.environ if environ is None else environ
+    variables = [
+        f"{n}_FILE" for aliases, path, _ in ENVIRONMENT if path in _SECRET_PATHS for n in aliases
+    ]
+    named = {variable: env.get(variable, "").strip() for variable in variables}
+    return [variable for variable, file in named.items() if file and readable_by_all(file)]
 
 
 def otel_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -256,17 +280,7 @@ def build_redactor(settings: IngestSettings, environ: Mapping[str, str] | None =
 
 
 def _read_file(path: str | Path) -> dict[str, Any]:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        reason = f"cannot read the file ({exc.strerror})"
-        raise ConfigError(f"--config.file {path}", reason) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(str(path), f"not valid YAML{where}") from None
+    data = read_yaml(path, str(path), unreadable=f"--config.file {path}")
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -274,14 +288,42 @@ def _read_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def _first_set(env: Mapping[str, str], names: tuple[str, ...]) -> str | None:
-    """Return the first of the aliases ``names`` set to something, in their order."""
-    return next((name for name in names if env.get(name, "").strip()), None)
+def _first_set(env: Mapping[str, str], names: tuple[str, ...], *, secret: bool) -> str | None:
+    """Return the variable that set a value: the first alias set, or its ``_FILE`` form.
+
+    Like :func:`_lookup`, without reading the file (the loader did, once).
+    """
+    for name in names:
+        if env.get(name, "").strip():
+            return name
+        if secret and env.get(f"{name}_FILE", "").strip():
+            return f"{name}_FILE"
+    return None
 
 
 def _flag(path: str) -> str:
     """Return the command-line flag that sets the global ``path``."""
     return "--" + path.replace("_", "-")
+
+
+def _lookup(
+    env: Mapping[str, str], names: tuple[str, ...], *, secret: bool
+) -> tuple[str, str] | None:
+    """Return ``(variable, value)`` of the first alias set, or ``None``.
+
+    A secret may come from the file named by ``X_FILE`` instead (how Docker and Kubernetes
+    mount secrets); it is read here, once.
+    """
+    for name in names:
+        value = env.get(name, "").strip()
+        path = env.get(f"{name}_FILE", "").strip() if secret else ""
+        if value and path:
+            raise ConfigError(f"{name}_FILE", f"set only one of {name} and {name}_FILE")
+        if path:
+            return f"{name}_FILE", read_secret_file(path, f"{name}_FILE")
+        if value:
+            return name, value
+    return None
 
 
 def _parse_pairs(name: str, value: str, sep: str) -> dict[str, str]:
@@ -297,21 +339,37 @@ def _parse_pairs(name: str, value: str, sep: str) -> dict[str, str]:
     return pairs
 
 
-def _assign(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    """Set ``dotted`` in ``tree``, copying (never changing) the file's mappings on the way."""
+def _assign(tree: dict[str, Any], dotted: str, value: Any, origins: Origins) -> None:
+    """Set ``dotted`` in ``tree``, copying (never changing) the file's mappings on the way.
+
+    Raises:
+        ConfigError: the file put something other than a mapping on the way.
+    """
     *parents, leaf = dotted.split(".")
     node = tree
-    for part in parents:
+    for depth, part in enumerate(parents, start=1):
         child = node.get(part)
-        node[part] = node = dict(child) if isinstance(child, Mapping) else {}
+        if child is not None and not isinstance(child, Mapping):
+            raise ConfigError(origins(parents[:depth]), "expected a mapping")
+        node[part] = node = dict(child or {})
     node[leaf] = value
 
 
-def _merge(base: Mapping[str, Any], over: Any) -> Any:
+def _merge(base: Mapping[str, Any], over: Any, origins: Origins, path: list[str]) -> Any:
+    """Return ``over`` laid over ``base`` (a deployment entry over the top-level sections).
+
+    Raises:
+        ConfigError: ``base`` holds a non-mapping where the entry gives a mapping, which
+            would silently drop it.
+    """
     if not isinstance(over, Mapping):
         return over
     merged: dict[str, Any] = dict(base)
     for key, value in over.items():
         current = merged.get(key)
-        merged[key] = _merge(current, value) if isinstance(current, Mapping) else value
+        if isinstance(current, Mapping):
+            value = _merge(current, value, origins, [*path, key])
+        elif current is not None and isinstance(value, Mapping):
+            raise ConfigError(origins([*path, key]), "expected a mapping")
+        merged[key] = value
     return merged

@@ -26,7 +26,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import for_code
 from aiokafka.structs import TopicPartition
 
-from exporter._lag_settings import KafkaLagSettings, LagGroup
+from exporter._kafka_settings import KafkaLagSettings, LagGroup
 from exporter.probes._kafka_lag import LagReader, PartitionLag, judge_age, lag_measurements
 from exporter.probes.base import Check, Measurement, Status
 from exporter.reasons import Reason, classify

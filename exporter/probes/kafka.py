@@ -35,7 +35,7 @@ from typing import Any
 from aiokafka.errors import for_code
 from aiokafka.structs import TopicPartition
 
-from exporter._lag_settings import KafkaLagSettings
+from exporter._kafka_settings import KafkaLagSettings
 from exporter.connectors.kafka import KafkaConnector
 from exporter.errors import ProbeError
 from exporter.metricspec import REFRESHED, MetricSpec, spec

@@ -178,3 +178,13 @@ def test_complete_sasl_settings_pass() -> None:
         }
     )
     assert settings.deployments[0].kafka.sasl_mechanism == "SCRAM-SHA-256"
+
+
+def test_secret_file_variants_are_known_variables() -> None:
+    """``X_FILE`` of a secret setting is a setting too, never reported as a typo."""
+    settings = build_institutional_ingest_config(environ={})
+    environ = {"REDIS_URL_FILE": "/run/secrets/redis", "KAFKA_SASL_PASSWORD_FILE": "/run/x"}
+    report = explain_configuration(settings, environ=environ)
+    assert report.unknown == []
+    typo = explain_configuration(settings, environ={"REDIS_URL_FIlE": "/x"})
+    assert [(u.name, u.closest) for u in typo.unknown] == [("REDIS_URL_FIlE", "REDIS_URL_FILE")]

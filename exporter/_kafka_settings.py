@@ -1,6 +1,6 @@
-"""Settings of the read-only consumer-group lag: which groups, and the thresholds that judge it.
+"""Parts of the Kafka settings: the read-only lag of named groups, and the SASL rule.
 
-Imported through :mod:`exporter.config`; kept apart so the Kafka settings stay readable.
+Imported through :mod:`exporter.config`; kept apart so the settings module stays readable.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Annotated, Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["KafkaLagSettings", "LagGroup"]
+__all__ = ["KafkaLagSettings", "LagGroup", "check_sasl"]
 
 PositiveSeconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
@@ -89,3 +89,28 @@ class KafkaLagSettings(_Frozen):
         warn = self.warn_seconds if group.warn_seconds is None else group.warn_seconds
         down = self.down_seconds if group.down_seconds is None else group.down_seconds
         return warn, down
+
+
+def check_sasl(protocol: str, mechanism: str | None, username: str | None, password: Any) -> None:
+    """Refuse SASL settings that do not belong together.
+
+    A ``SASL_*`` protocol needs a mechanism, a user and a password; any of those needs a
+    ``SASL_*`` protocol (without one the client connects without SASL and ignores them).
+
+    Raises:
+        ValueError: naming the settings (and their variables) that are missing or stray.
+    """
+    fields = {
+        "sasl_mechanism (KAFKA_SASL_MECHANISM)": mechanism,
+        "sasl_username (KAFKA_SASL_USERNAME)": username,
+        "sasl_password (KAFKA_SASL_PASSWORD)": password,
+    }
+    given = [name for name, value in fields.items() if value is not None]
+    missing = [name for name in fields if name not in given]
+    if protocol.startswith("SASL_") and missing:
+        raise ValueError(f"expected {' and '.join(missing)} with security_protocol {protocol}")
+    if not protocol.startswith("SASL_") and given:
+        raise ValueError(
+            f"expected security_protocol SASL_PLAINTEXT or SASL_SSL "
+            f"(KAFKA_SECURITY_PROTOCOL) with {' and '.join(given)}"
+        )
