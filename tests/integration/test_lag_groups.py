@@ -138,7 +138,11 @@ async def test_a_real_consumer_keeps_its_partitions_and_messages_while_its_lag_i
     )
     await consumer.start()
     received: list[int] = []
-    settings = settings_factory(KAFKA_LAG_GROUPS=group, INGEST_PROBE_INTERVAL_SECONDS="0.3")
+    settings = settings_factory(
+        KAFKA_LAG_GROUPS=group,
+        INGEST_PROBE_INTERVAL_SECONDS="1",
+        INGEST_PROBE_TIMEOUT_SECONDS="0.9",
+    )
     try:
         consumer.subscribe([topic], listener=listener)
         await produce(bootstrap, topic, range(30))
