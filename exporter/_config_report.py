@@ -39,9 +39,7 @@ SCRIPT_VARIABLES = frozenset(
         "INGEST_SERVICES_DIR",
         "INGEST_REDIS_SERVER",
         "TIMESCALE_ADMIN_URL",
-        "TIMESCALE_REPLICA_URL",
         "TIMESCALE_REPLICA_ADMIN_URL",
-        "TIMESCALE_WRITE_URL",
     }
 )
 #: ...and every name under these prefixes (PostgreSQL binaries and data, the Kafka jars).
@@ -154,6 +152,16 @@ def endpoint_sources(
             resolved.append(
                 EndpointSource(deployment.name, connector, shown[connector], source, origin)
             )
+        # The drills' optional endpoints, when set.
+        for field in ("replica_url", "write_url"):
+            url = getattr(deployment.timescale, field)
+            if url is None:
+                continue
+            where = origins(["deployments", str(index), "timescale", field])
+            source, origin = _classify(where, origins, flagged, f"timescale.{field}")
+            shown_url = redact_url(url.get_secret_value(), mask_hosts=deployment.mask_hosts)
+            name = f"timescale {field.removesuffix('_url')}"
+            resolved.append(EndpointSource(deployment.name, name, shown_url, source, origin))
     where = origins(["web", "listen_address"])
     source, origin = _classify(where, origins, flagged, "web.listen_address")
     resolved.append(EndpointSource("", "web", settings.web.listen_address, source, origin))

@@ -6,17 +6,13 @@ Imported through :mod:`exporter.config`; kept apart so the settings module stays
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Self
+from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from exporter._frozen import PositiveSeconds, _Frozen
 
 __all__ = ["KafkaLagSettings", "LagGroup", "check_sasl"]
-
-PositiveSeconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
 
 
 class LagGroup(_Frozen):

@@ -118,7 +118,14 @@ def _parser(typed: Sequence[str] = ()) -> argparse.ArgumentParser:
     probe = commands.add_parser("probe", parents=[common], help="probe once and print the report")
     probe.add_argument("--format", choices=("table", "json"), default=None)
     probe.add_argument("--deployment", help="only this deployment")
-    for each in (parser, run, check, manifest, probe):
+    drill = commands.add_parser("drill", parents=[common], help="run one failover drill")
+    drill.add_argument(
+        "--scenario", choices=("fallback", "switchover", "kill", "observe"), default="fallback"
+    )
+    drill.add_argument("--dimension", action="append", default=[], help="repeatable")
+    drill.add_argument("--deployment", help="the deployment to drill (default: the first)")
+    drill.add_argument("--format", choices=("markdown", "json"), default=None)
+    for each in (parser, run, check, manifest, probe, drill):
         each.typed = typed
     return parser
 
@@ -219,7 +226,8 @@ def _dispatch(args: argparse.Namespace, settings: IngestSettings, report: Config
     # The one redactor of the process: logs, spans and every job scrub with it.
     redactor = build_redactor(settings)
     _configure_logs(settings, redactor)
-    _log_report(report)
+    # `run` and `probe` are where a forgotten default harms; `drill` keeps stderr for its verdict.
+    _log_report(report, defaults=args.command in ("run", "probe"))
     if exposed:
         import structlog
 
@@ -230,6 +238,10 @@ def _dispatch(args: argparse.Namespace, settings: IngestSettings, report: Config
         code = asyncio.run(_probe(settings, chosen, args.format, redactor))
         _exit_soon(code)  # the report is out: a probe thread still stuck must not hold the exit
         return code
+    if args.command == "drill":
+        code = _drill(args, settings, redactor)
+        _exit_soon(code)
+        return code
     return _run(settings, redactor)
 
 
@@ -238,16 +250,37 @@ def _print_unknown(report: ConfigReport) -> None:
         print(f"ingest-exporter: warning: {unknown.name}: {unknown.explain()}", file=sys.stderr)
 
 
-def _log_report(report: ConfigReport) -> None:
-    """Warn about unknown variables and about endpoints left at the local defaults."""
+def _log_report(report: ConfigReport, *, defaults: bool) -> None:
+    """Warn about unknown variables and (with ``defaults``) endpoints left at the defaults."""
     import structlog
 
     log = structlog.get_logger("exporter.cli")
     for unknown in report.unknown:
         log.warning("config_variable_unknown", variable=unknown.name, closest=unknown.closest)
-    if defaults := report.defaults_in_use():
+    if defaults and (in_use := report.defaults_in_use()):
         # The embedded defaults point at the local development stack: say so once, loudly.
-        log.warning("config_defaults_used", endpoints=defaults)
+        log.warning("config_defaults_used", endpoints=in_use)
+
+
+def _drill(args: argparse.Namespace, settings: IngestSettings, redactor: Redactor) -> int:
+    """Run ``drill``: 0 when the result is ok; 1 for warn, fail or aborted; 2 when refused."""
+    from exporter.drills.command import exit_ok, run_drill_command
+    from exporter.errors import DrillRefused
+
+    try:
+        snapshot = asyncio.run(
+            run_drill_command(
+                settings,
+                redactor,
+                scenario=args.scenario,
+                dimensions=args.dimension,
+                deployment=args.deployment,
+                fmt=args.format,
+            )
+        )
+    except DrillRefused as exc:
+        _fail(EXIT_CONFIG, f"drill refused: {exc}")
+    return EXIT_OK if exit_ok(snapshot) else EXIT_FAILURE
 
 
 def _check_operator_probes(settings: IngestSettings) -> None:
