@@ -18,6 +18,7 @@ from redis.connection import URL_QUERY_ARGUMENT_PARSERS
 
 from exporter._drill_settings import TimescaleFailoverDrillSettings
 from exporter._frozen import _IDENTIFIER, _TABLE, Identifier, PositiveSeconds, _Frozen
+from exporter._kafka_settings import KafkaLagSettings, check_sasl
 from exporter._urls import POSTGRES_QUERY, driver_url
 from exporter.redaction import option_secrets, url_secrets
 
@@ -79,7 +80,7 @@ CACHE_PRESETS: dict[str, tuple[int, int]] = {
 class RedisCacheSettings(_Frozen):
     """Redis cache policy: a preset plus optional overrides, enforced on the server."""
 
-    strategy: CachePreset = "institutional"
+    strategy: CachePreset = "disabled"
     ttl_seconds: int | None = Field(None, gt=0)
     max_keys: int | None = Field(None, gt=0)
     namespace: str = Field("ingest:cache", min_length=1, max_length=128)
@@ -123,7 +124,7 @@ class TopicBinding(_Frozen):
 
 
 class KafkaSettings(_Frozen):
-    """Connection to the Kafka cluster, the ingest bridge and the manifest stream."""
+    """Connection to the Kafka cluster, lag of named groups, the bridge and the manifest."""
 
     bootstrap_servers: tuple[str, ...] = DEFAULT_KAFKA_BOOTSTRAP
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
@@ -133,12 +134,14 @@ class KafkaSettings(_Frozen):
     client_id: str = Field("ingest-exporter", min_length=1)
     ingest_topics: tuple[TopicBinding, ...] = ()
     consumer_group: str = Field("ingest-exporter", min_length=1)
+    allow_shared_group: bool = False
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     commit_mode: Literal["after_delivery", "periodic"] = "after_delivery"
     manifest_topic: str = Field("telemetry.ingest.manifest", pattern=r"^[A-Za-z0-9._-]+$")
-    manifest_publish: bool = True
+    manifest_publish: bool = False
     manifest_interval_seconds: PositiveSeconds = 300.0
     canary_topic: str | None = Field(None, pattern=r"^[A-Za-z0-9._-]+$")
+    lag: KafkaLagSettings = KafkaLagSettings()
 
     @field_validator("bootstrap_servers", mode="before")
     @classmethod
@@ -158,6 +161,13 @@ class KafkaSettings(_Frozen):
         if isinstance(value, dict):
             return [{"dimension": d, "topic": t} for d, t in value.items()]
         return value
+
+    @model_validator(mode="after")
+    def _sasl(self) -> Self:
+        """Check the SASL settings as a whole (see :func:`check_sasl`)."""
+        protocol, mechanism = self.security_protocol, self.sasl_mechanism
+        check_sasl(protocol, mechanism, self.sasl_username, self.sasl_password)
+        return self
 
 
 class DeploymentSettings(_Frozen):

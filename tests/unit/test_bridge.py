@@ -67,6 +67,7 @@ def make_bridge(
         "commit_interval": 0.05,
         "close_timeout": 1.0,
         "consumer_factory": cluster.factory,
+        "group_members": _no_members,
     }
     return KafkaIngestBridge(
         settings,
@@ -76,6 +77,11 @@ def make_bridge(
         connector=connector,
         **(options | kwargs),
     )
+
+
+async def _no_members(group: str) -> int:
+    """Report that ``group`` has no live member (the fake cluster has no coordinator)."""
+    return 0
 
 
 @asynccontextmanager
@@ -416,3 +422,18 @@ def test_public_names_are_exported() -> None:
         if not name.startswith("_") and getattr(obj, "__module__", None) == here
     }
     assert set(bridge_module.__all__) == defined | {"FAILURE_REASONS", "METRIC_SPECS"}
+
+
+async def test_bridge_refuses_a_group_other_consumers_are_in(heartbeat: Heartbeat) -> None:
+    """A group with live members is not joined (their partitions would move) unless allowed."""
+    cluster, sink = Cluster({"t.trades": 3}), Sink()
+
+    async def two_members(group: str) -> int:
+        return 2
+
+    bridge = make_bridge(cluster, sink, group_members=two_members)
+    with capture_logs() as logs, pytest.raises(ConnectorError, match="2 other member"):
+        await bridge.run(heartbeat)
+    assert cluster.consumers[-1].topics_wanted == []
+    assert cluster.consumers[-1].stopped
+    assert [e["event"] for e in logs if e["log_level"] == "error"] == ["bridge_group_in_use"]
