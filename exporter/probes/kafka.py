@@ -179,6 +179,14 @@ class KafkaProbe:
         self._lag = LagReader()
         self._lock = asyncio.Lock()
 
+    @property
+    def checks(self) -> tuple[str, ...]:
+        """Return the checks every run reports (the runner fills in those it cannot run)."""
+        names = ["metadata"]
+        names += ["topics", "consumer_lag"] if self.topics else []
+        names += ["canary"] if self.canary_topic else []
+        return tuple(names)
+
     async def aclose(self) -> None:
         """Close the probe's own consumer and producer (the admin client is the connector's)."""
         await self._clients.close()
@@ -227,9 +235,7 @@ class KafkaProbe:
         failed = await self._step("topics", deadline, Status.UNKNOWN, describe)
         if failed:
             # Without topic metadata nothing else can be judged: each check says why.
-            names = ["topics", "consumer_lag"] if self.topics else []
-            names += ["canary"] if self.canary_topic else []
-            return [dataclasses.replace(failed[0], name=name) for name in names]
+            return [dataclasses.replace(failed[0], name=name) for name in self.checks[1:]]
         checks: list[Check] = []
         led: dict[str, list[int]] = {}
         if self.topics:

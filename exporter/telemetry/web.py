@@ -56,7 +56,14 @@ PROBE_METRICS: tuple[MetricSpec, ...] = (
 )
 # The collector families that describe one probe (counters since start would be wrong here).
 _PROBE_FAMILIES = frozenset(
-    {"ingest_connector", "ingest_connector_up", "ingest_check_up"} | set(MEASUREMENTS)
+    {
+        "ingest_connector",
+        "ingest_connector_up",
+        "ingest_check_up",
+        "ingest_check_status",
+        "ingest_check_reason",
+    }
+    | set(MEASUREMENTS)
 )
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 

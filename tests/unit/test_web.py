@@ -198,6 +198,19 @@ async def test_probe_returns_only_the_target_series() -> None:
     assert values[("ingest_connector_up", "redis")] == 0.0
     assert values[("ingest_probe_success", "")] == 0.0
     assert values[("ingest_probe_target_duration_seconds", "")] == pytest.approx(0.003)
+    # The same status state set and reason as /metrics, so one alert rule fits both.
+    at_one = {
+        (s.name, s.labels["connector"], s.labels.get("status") or s.labels.get("reason"))
+        for f in families
+        for s in f.samples
+        if s.name in {"ingest_check_status", "ingest_check_reason"} and s.value == 1
+    }
+    assert at_one == {
+        ("ingest_check_status", "redis", "down"),
+        ("ingest_check_reason", "redis", "refused"),
+        *(("ingest_check_status", c, "ok") for c in CONNECTORS if c != "redis"),
+        *(("ingest_check_reason", c, "none") for c in CONNECTORS if c != "redis"),
+    }
     names = {f.name for f in families}
     # Counters since start and the histogram belong to /metrics, not to one probe.
     assert not names & {"ingest_probe_failures", "ingest_probe_cycles"}
