@@ -23,6 +23,7 @@ from aiokafka.errors import CommitFailedError
 from prometheus_client.core import Metric
 
 from exporter._cleanup import shielded
+from exporter.checklog import Throttle
 from exporter.config import DimensionSettings, KafkaSettings
 from exporter.connectors.kafka import KafkaConnector
 from exporter.errors import ConfigError, ConnectorError, DeliveryError
@@ -128,6 +129,7 @@ class KafkaIngestBridge:
         )
         self._newest: dict[str, float] = {}
         self._commits = 0
+        self._skipped_log = Throttle()
 
     def newest_event_timestamp(self, dimension: str) -> float | None:
         """Return the broker timestamp of the newest event delivered for ``dimension``."""
@@ -147,7 +149,7 @@ class KafkaIngestBridge:
                 async with asyncio.timeout(self._call_timeout * 2):
                     await consumer.start()
             except Exception as exc:
-                raise self._unreachable(exc, "bootstrap failed") from exc
+                raise await self._unreachable(exc, "bootstrap failed") from exc
             await self._check_cluster(consumer)
             topics = sorted(self._topics)
             consumer.subscribe(topics=topics, listener=_Rebalance(self, consumer))
@@ -183,7 +185,7 @@ class KafkaIngestBridge:
                         timeout_ms=self._poll_ms, max_records=self._max_records
                     )
             except TimeoutError as exc:
-                raise self._unreachable(exc, "fetch did not return") from exc
+                raise await self._unreachable(exc, "fetch did not return") from exc
             heartbeat.beat()
             if self._joined and not ready:
                 ready = True
@@ -212,16 +214,17 @@ class KafkaIngestBridge:
             async with asyncio.timeout(self._call_timeout):
                 topics = set(await consumer.topics())
         except Exception as exc:
-            raise self._unreachable(exc, "cluster metadata unavailable") from exc
+            raise await self._unreachable(exc, "cluster metadata unavailable") from exc
         if missing := sorted(set(self._topics) - topics):
             for topic in missing:
                 self._log.error("bridge_topic_missing", topic=topic, dimension=self._topics[topic])
             what = "topic " + ", ".join(missing)
             raise ConnectorError(self._connector.name, Reason.MISSING, what)
 
-    def _unreachable(self, exc: Exception, what: str) -> ConnectorError:
+    async def _unreachable(self, exc: Exception, what: str) -> ConnectorError:
         self._lost = True
-        reason = classify(exc)
+        # The probe's reason for the same outage (refused, not error): asked of the broker.
+        reason = await self._connector.explain(exc)
         error_type = type(exc).__name__
         self._log.warning("bridge_cluster_unreachable", reason=reason.value, error_type=error_type)
         return ConnectorError(self._connector.name, reason, what)
@@ -292,9 +295,17 @@ class KafkaIngestBridge:
     def _skip(self, dimension: str, record: Any, reason: str) -> None:
         with self._lock:
             self._failed[dimension, reason] += 1
-        self._log.warning(
-            "bridge_message_skipped", **_where(record), dimension=dimension, reason=reason
-        )
+        # A poison stream skips thousands a second: one line a minute per kind (the counter
+        # ingest_bridge_messages_failed_total has every one), naming the latest offset.
+        held = self._skipped_log.allow((record.topic, reason))
+        if held is not None:
+            self._log.warning(
+                "bridge_message_skipped",
+                **_where(record),
+                dimension=dimension,
+                reason=reason,
+                suppressed=held,
+            )
 
     # -- offsets ---------------------------------------------------------------------------
 

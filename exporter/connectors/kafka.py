@@ -14,7 +14,7 @@ from exporter._cleanup import shielded
 from exporter.config import KafkaSettings
 from exporter.connectors.base import Connector, ConnectorState
 from exporter.errors import ConnectorError
-from exporter.reasons import Reason
+from exporter.reasons import Reason, classify
 
 __all__ = ["KafkaConnector"]
 
@@ -115,6 +115,24 @@ class KafkaConnector(Connector):
             return exc
         connection.close()
         return None
+
+    async def explain(self, exc: BaseException) -> Reason:
+        """Return the bounded reason for a client failure, asking the broker when unclear.
+
+        aiokafka's ``Unable to bootstrap`` classifies as ``error``; one direct connection
+        (:meth:`diagnose`, bounded by the connector's timeout) says ``refused``, ``tls`` or
+        ``auth`` instead, so the bridge and the publisher log the reason the probe reports.
+        """
+        reason = classify(exc)
+        if reason not in (Reason.ERROR, Reason.PROTOCOL):
+            return reason
+        try:
+            async with asyncio.timeout(self.timeout):
+                cause = await self.diagnose()
+        except TimeoutError:
+            return Reason.TIMEOUT
+        explained = reason if cause is None else classify(cause)
+        return reason if explained is Reason.ERROR else explained
 
     async def reset(self) -> None:
         """Drop the admin client so the next use bootstraps again."""
