@@ -11,6 +11,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    FilePath,
     SecretStr,
     ValidationInfo,
     field_validator,
@@ -128,6 +129,12 @@ class KafkaSettings(_Frozen):
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+    #: PEM CA bundle that verifies the brokers (default: the system's trust store).
+    ssl_cafile: FilePath | None = None
+    #: PEM client certificate (chain) for brokers that require one (mutual TLS).
+    ssl_certfile: FilePath | None = None
+    #: PEM private key of ``ssl_certfile`` (omit when the certificate file holds it).
+    ssl_keyfile: FilePath | None = None
     client_id: str = Field("ingest-exporter", min_length=1)
     ingest_topics: tuple[TopicBinding, ...] = ()
     consumer_group: str = Field("ingest-exporter", min_length=1)
@@ -156,6 +163,16 @@ class KafkaSettings(_Frozen):
         if isinstance(value, dict):
             return [{"dimension": d, "topic": t} for d, t in value.items()]
         return value
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> Self:
+        tls = self.security_protocol in ("SSL", "SASL_SSL")
+        files = (self.ssl_cafile, self.ssl_certfile, self.ssl_keyfile)
+        if any(files) and not tls:
+            raise ValueError("ssl_* files: expected security_protocol SSL or SASL_SSL")
+        if self.ssl_keyfile is not None and self.ssl_certfile is None:
+            raise ValueError("ssl_keyfile: expected ssl_certfile too (the key's certificate)")
+        return self
 
 
 class DeploymentSettings(_Frozen):

@@ -46,13 +46,23 @@ class KafkaConnector(Connector):
             "retry_backoff_ms": 200,
         }
         if self.settings.security_protocol in ("SSL", "SASL_SSL"):
-            options["ssl_context"] = ssl.create_default_context()
+            options["ssl_context"] = self._ssl_context()
         if self.settings.sasl_mechanism is not None:
             options["sasl_mechanism"] = self.settings.sasl_mechanism
             options["sasl_plain_username"] = self.settings.sasl_username
             password = self.settings.sasl_password
             options["sasl_plain_password"] = password.get_secret_value() if password else None
         return options
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        """Return a verifying TLS context with the configured CA and client certificate."""
+        settings = self.settings
+        cafile = None if settings.ssl_cafile is None else str(settings.ssl_cafile)
+        context = ssl.create_default_context(cafile=cafile)
+        if settings.ssl_certfile is not None:
+            keyfile = None if settings.ssl_keyfile is None else str(settings.ssl_keyfile)
+            context.load_cert_chain(str(settings.ssl_certfile), keyfile)
+        return context
 
     async def _open(self) -> None:
         """Nothing to open yet: the admin client bootstraps on first use."""

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar
 
 import structlog
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.core import Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
@@ -24,7 +24,14 @@ from exporter.probes.timescale import METRIC_SPECS as TIMESCALE_SPECS
 from exporter.reasons import Reason
 from exporter.state import DURATION_BUCKETS, ExporterState
 
-__all__ = ["MEASUREMENTS", "METRICS", "IngestCollector", "MetricSpec", "MetricsRenderer"]
+__all__ = [
+    "MEASUREMENTS",
+    "METRICS",
+    "IngestCollector",
+    "MetricSpec",
+    "MetricsRenderer",
+    "runtime_registry",
+]
 
 _log = structlog.get_logger(__name__)
 
@@ -300,12 +307,21 @@ class MetricsRenderer:
     """Render each exposition format once per snapshot change and serve the cached bytes.
 
     Rendering ~1,000 series costs milliseconds of event-loop time; doing it only when the
-    snapshot changed keeps ``/metrics`` cheap however often it is scraped.
+    snapshot changed keeps ``/metrics`` cheap however often it is scraped. The ``live``
+    registry (the process and Python runtime collectors: a few dozen samples) is rendered on
+    every scrape and appended, so CPU time and memory are as of the scrape, not the cycle.
     """
 
-    def __init__(self, registry: CollectorRegistry, state: ExporterState) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        state: ExporterState,
+        *,
+        live: CollectorRegistry | None = None,
+    ) -> None:
         self._registry = registry
         self._state = state
+        self._live = live
         self._cache: dict[str, tuple[int, bytes]] = {}
 
     def render(self, accept: str | None) -> tuple[bytes, str]:
@@ -314,7 +330,24 @@ class MetricsRenderer:
         version = self._state.version
         cached = self._cache.get(content_type)
         if cached is not None and cached[0] == version:
-            return cached[1], content_type
-        body = encoder(self._registry)
-        self._cache[content_type] = (version, body)
-        return body, content_type
+            body = cached[1]
+        else:
+            body = encoder(self._registry)
+            self._cache[content_type] = (version, body)
+        if self._live is None:
+            return body, content_type
+        live = encoder(self._live)
+        # OpenMetrics ends with one "# EOF": keep only the live part's.
+        return body.removesuffix(_EOF) + live, content_type
+
+
+_EOF = b"# EOF\n"
+
+
+def runtime_registry() -> CollectorRegistry:
+    """Return a registry of the process_* and python_* collectors (never the global one)."""
+    registry = CollectorRegistry(auto_describe=False)
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    return registry
