@@ -71,8 +71,14 @@ class ProbeResult:
         """Tell whether the check passed."""
         return self.status is Status.OK
 
-    def as_dict(self) -> dict[str, Any]:
-        """Return a JSON-ready view (measurements flattened to name/labels/value)."""
+    def as_dict(self, metric_names: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """Return a JSON-ready view (measurements flattened to name/labels/value).
+
+        Args:
+            metric_names: Measurement name -> the sample name scraped from ``/metrics``
+                (``ingest_redis_evicted_keys`` -> ``..._total``); unmapped names are kept.
+        """
+        names = metric_names or {}
         return {
             "connector": self.connector,
             "check": self.check,
@@ -82,7 +88,7 @@ class ProbeResult:
             "detail": self.detail,
             "checked_at": self.checked_at,
             "measurements": [
-                {"name": m.name, "labels": dict(m.labels), "value": m.value}
+                {"name": names.get(m.name, m.name), "labels": dict(m.labels), "value": m.value}
                 for m in self.measurements
             ],
         }
@@ -160,8 +166,8 @@ class ConnectivityReport:
                 names.append(result.connector)
         return {n: tuple(r for r in self.results if r.connector == n) for n in names}
 
-    def as_dict(self) -> dict[str, Any]:
-        """Return a JSON-ready view grouped by connector."""
+    def as_dict(self, metric_names: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """Return a JSON-ready view grouped by connector (see :meth:`ProbeResult.as_dict`)."""
         return {
             "deployment": self.deployment,
             "started_at": self.started_at,
@@ -172,7 +178,7 @@ class ConnectivityReport:
                 name: {
                     "status": self.connector_status(name).value,
                     "up": self.connector_up(name),
-                    "checks": [r.as_dict() for r in results],
+                    "checks": [r.as_dict(metric_names) for r in results],
                 }
                 for name, results in self.by_connector().items()
             },

@@ -25,6 +25,7 @@ from exporter.reasons import Reason
 from exporter.state import DURATION_BUCKETS, ExporterState
 
 __all__ = [
+    "EXPOSED_NAMES",
     "MEASUREMENTS",
     "METRICS",
     "IngestCollector",
@@ -141,6 +142,11 @@ METRICS: dict[str, MetricSpec] = {
 MEASUREMENTS: dict[str, MetricSpec] = {
     spec.name: spec for group in (TIMESCALE_SPECS, REDIS_SPECS, KAFKA_SPECS) for spec in group
 }
+
+
+#: Measurement name -> the sample name a scrape shows (``_total`` on counters): JSON reports
+#: use these, so a name found there can be pasted into a PromQL query.
+EXPOSED_NAMES: dict[str, str] = {name: spec.exposed_name for name, spec in MEASUREMENTS.items()}
 
 
 class IngestCollector(Collector):

@@ -27,7 +27,7 @@ from exporter.metricspec import MetricSpec, family, spec
 from exporter.probes.base import ConnectivityReport, ProbeResult, Status
 from exporter.reasons import Reason
 from exporter.state import ExporterState
-from exporter.telemetry.metrics import MEASUREMENTS, IngestCollector, MetricsRenderer
+from exporter.telemetry.metrics import EXPOSED_NAMES, MEASUREMENTS, IngestCollector, MetricsRenderer
 from exporter.telemetry.webconfig import AUTH_REALM, BasicAuth, WebConfig
 
 __all__ = [
@@ -139,7 +139,7 @@ class WebApp:
 
     async def connectivity(self, request: web.Request) -> web.Response:
         """Serve the last connectivity report of every deployment."""
-        reports = [r.as_dict() for _, r in sorted(self.state.reports.items())]
+        reports = [r.as_dict(EXPOSED_NAMES) for _, r in sorted(self.state.reports.items())]
         return _json({"reports": reports})
 
     async def failover(self, request: web.Request) -> web.Response:
