@@ -159,18 +159,20 @@ class ProbeRunner:
         """
         known = self._known.setdefault((probe.connector, probe.name), {})
         known.update(dict.fromkeys(declared_checks(probe)))
-        failed = next((r for r in results if r.status is Status.DOWN), None)
-        raised = failed is not None and len(results) == 1 and failed.check == probe.name
-        if not raised or failed is None or failed.check in known:
+        # The runner's one result for a probe that raised or timed out, if that is what we have.
+        [whole] = results if len(results) == 1 else [None]
+        if whole is not None and (whole.status is not Status.DOWN or whole.check != probe.name):
+            whole = None
+        if whole is None or whole.check in known:
             # A whole-probe failure under a name the probe never reports is not a check.
             known.update(dict.fromkeys(r.check for r in results))
         reported = {r.check for r in results}
         missing = [name for name in known if name not in reported]
         if not missing:
             return results
-        if raised and failed is not None:
-            reason = failed.reason or Reason.ERROR
-            detail = f"not run: {probe.connector} {failed.check} is down ({reason.value})"
+        if whole is not None:
+            reason = whole.reason or Reason.ERROR
+            detail = f"not run: {probe.connector} {whole.check} is down ({reason.value})"
         else:
             reason = Reason.MISSING
             detail = "not reported by this run of the probe"

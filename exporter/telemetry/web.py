@@ -267,10 +267,11 @@ class _ProbeCollector(Collector):
 
 def _exposition(request: web.Request, body: bytes, content_type: str) -> web.Response:
     response = web.Response(body=body)
-    # Prometheus asks for gzip: a 1,000-series page shrinks about tenfold. Only gzip, never
-    # deflate (aiohttp's own choice when a client offers both).
-    accepted = request.headers.get(hdrs.ACCEPT_ENCODING, "").lower()
-    if "gzip" in {part.split(";")[0].strip() for part in accepted.split(",")}:
+    # Prometheus scrapes with "Accept-Encoding: gzip". Only gzip, never deflate (aiohttp's
+    # own pick when a client offers both), and not when the client says gzip;q=0.
+    accepted = request.headers.get(hdrs.ACCEPT_ENCODING, "").lower().replace(" ", "")
+    offers = {part.split(";")[0]: part for part in accepted.split(",")}
+    if "gzip" in offers and not offers["gzip"].endswith(("q=0", "q=0.0", "q=0.00", "q=0.000")):
         response.enable_compression(ContentCoding.gzip)
     # content_type must carry its parameters verbatim (version, charset, escaping).
     response.headers[hdrs.CONTENT_TYPE] = content_type

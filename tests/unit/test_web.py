@@ -348,6 +348,8 @@ async def test_expositions_are_gzipped_when_the_client_asks(path: str) -> None:
         text = gzip.decompress(await zipped.read()).decode()
         plain = await client.get(path, headers={"Accept-Encoding": "identity"})
         assert "Content-Encoding" not in plain.headers
+        refused = await client.get(path, headers={"Accept-Encoding": "deflate, gzip;q=0"})
+        assert "Content-Encoding" not in refused.headers
         assert "ingest_connector_up" in text
         assert "ingest_connector_up" in await plain.text()
 
