@@ -139,3 +139,39 @@ async def test_kafka_unreachable_keeps_every_check_series(
             assert reason in {r.value for r in Reason} - {"error"}
             assert checks["topics"] == checks["consumer_lag"] == ("unknown", reason)
             assert sample(outage, "ingest_kafka_topic_partitions", topic=topic) is None
+
+
+async def test_every_counter_label_value_is_there_at_zero_in_the_first_scrape(
+    settings_factory: Callable[..., IngestSettings], unique: str
+) -> None:
+    """The first scrape of a fresh daemon has each counter's known label values, at 0."""
+    settings = settings_factory(
+        INGEST_DIMENSIONS="bars",
+        KAFKA_INGEST_TOPICS=f"bars:test.signals.first.{unique}",
+        INGEST_PROBE_INTERVAL_SECONDS="60",
+    )
+    async with running_daemon(settings) as (_, url):
+        text = await scrape(url)
+    counters = {
+        family.name: family.samples
+        for family in text_string_to_metric_families(text)
+        if family.type == "counter"
+    }
+    failures = {
+        (s.labels["connector"], s.labels["reason"]): s.value
+        for s in counters["ingest_probe_failures"]
+        if s.name.endswith("_total")
+    }
+    expected = {(c, r.value) for c in ("timescale", "redis", "kafka") for r in Reason}
+    assert expected <= failures.keys()
+    bridge = {
+        (s.labels["dimension"], s.labels["reason"]): s.value
+        for s in counters["ingest_bridge_messages_failed"]
+        if s.name.endswith("_total")
+    }
+    assert bridge
+    assert set(bridge.values()) == {0.0}
+    for name in ("ingest_bridge_messages", "ingest_bridge_commits", "ingest_probe_cycles"):
+        assert [s for s in counters[name] if s.name.endswith("_total")], name
+    restarts = [s for s in counters["ingest_supervisor_task_restarts"] if s.name.endswith("_total")]
+    assert {s.labels["task"] for s in restarts} >= {"probe-loop:local"}
