@@ -99,7 +99,12 @@ ProbeOutput = Check | list[Check] | tuple[Check, ...] | bool | None
 
 @runtime_checkable
 class Probe(Protocol):
-    """A named, bounded check of one connector; built-in and operator probes alike."""
+    """A named, bounded check of one connector; built-in and operator probes alike.
+
+    A probe may also have a ``checks`` attribute: the names of the checks it reports on a
+    healthy run. The runner then reports each of them in every cycle, ``unknown`` with the
+    probe's failure reason when the probe raised, so no series vanishes in an outage.
+    """
 
     @property
     def connector(self) -> str:
