@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
-from urllib.parse import unquote, urlsplit
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     FilePath,
     SecretStr,
@@ -17,37 +15,28 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from redis.connection import URL_QUERY_ARGUMENT_PARSERS
+
+from exporter._drill_settings import TimescaleFailoverDrillSettings
+from exporter._frozen import _IDENTIFIER, _TABLE, Identifier, PositiveSeconds, _Frozen
+from exporter._urls import POSTGRES_QUERY, driver_url
+from exporter.redaction import option_secrets, url_secrets
 
 DEFAULT_TIMESCALE_URL = "postgresql://ingest:local-dev-pw@127.0.0.1:55432/ingest"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:56379/0"
 DEFAULT_KAFKA_BOOTSTRAP = ("127.0.0.1:59092",)
 DEFAULT_LISTEN_ADDRESS = "0.0.0.0:9817"  # an exporter listens on every interface, like its peers
 
-_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-_TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$")
 _DEPLOYMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]*):(\d{1,5})$")
 
-PositiveSeconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
-
-
-def _check_url(value: SecretStr, schemes: tuple[str, ...], what: str) -> SecretStr:
+def _check_url(
+    value: SecretStr, schemes: tuple[str, ...], what: str, typed: Mapping[str, object]
+) -> SecretStr:
     raw = value.get_secret_value()
-    try:
-        parts = urlsplit(raw)
-        host = parts.netloc.rpartition("@")[2]
-        # Reading .port validates it (ValueError when not a number in range).
-        _ = parts.port if host and not host.startswith(",") else None
-    except ValueError:
-        host = ""
-    scheme_ok = raw.partition("://")[0].lower() in schemes
-    if not scheme_ok or not (host or "host=" in raw or raw.startswith("unix://")):
-        raise ValueError(f"expected a {what} URL ({'|'.join(schemes)}://[user[:password]@]host)")
-    return value
+    canonical = driver_url(raw, schemes, what, typed)
+    return value if canonical == raw else SecretStr(canonical)
 
 
 class TimescaleSettings(_Frozen):
@@ -57,11 +46,23 @@ class TimescaleSettings(_Frozen):
     application_name: str = Field("ingest-exporter", min_length=1, max_length=63)
     pool_max_size: int = Field(2, ge=1, le=20)
     statement_timeout_seconds: PositiveSeconds = 5.0
+    #: A streaming replica: the fallback path failover drills read.
+    replica_url: SecretStr | None = None
+    #: The write endpoint that follows the primary (a multi-host URL with
+    #: ``target_session_attrs=read-write``); ``url`` when unset.
+    write_url: SecretStr | None = None
 
-    @field_validator("url")
+    @field_validator("url", "replica_url", "write_url")
     @classmethod
-    def _url(cls, value: SecretStr) -> SecretStr:
-        return _check_url(value, ("postgresql", "postgres"), "PostgreSQL")
+    def _url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        return _check_url(value, ("postgresql", "postgres"), "PostgreSQL", POSTGRES_QUERY)
+
+    @property
+    def write_endpoint(self) -> SecretStr:
+        """Return the URL writes go to: ``write_url``, else ``url``."""
+        return self.write_url or self.url
 
 
 CachePreset = Literal["institutional", "bootstrap", "aggressive", "extended", "disabled"]
@@ -111,13 +112,14 @@ class RedisSettings(_Frozen):
     @field_validator("url")
     @classmethod
     def _url(cls, value: SecretStr) -> SecretStr:
-        return _check_url(value, ("redis", "rediss", "unix"), "Redis")
+        # redis-py's own converters: a value they refuse would stop the probe with a traceback.
+        return _check_url(value, ("redis", "rediss", "unix"), "Redis", URL_QUERY_ARGUMENT_PARSERS)
 
 
 class TopicBinding(_Frozen):
     """One ingest topic feeding one dimension."""
 
-    dimension: str
+    dimension: Identifier
     topic: str = Field(min_length=1, max_length=249, pattern=r"^[A-Za-z0-9._-]+$")
 
 
@@ -203,24 +205,6 @@ class DimensionSettings(_Frozen):
         return data
 
 
-class DrillObjectives(_Frozen):
-    """Targets a failover drill is judged against."""
-
-    detection_seconds: PositiveSeconds = 30.0
-    rto_seconds: PositiveSeconds = 120.0
-    rpo_seconds: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 5.0
-
-
-class TimescaleFailoverDrillSettings(_Frozen):
-    """Which Timescale dimensions take part in disaster-recovery drills, and how."""
-
-    enabled: bool = False
-    dimensions: tuple[str, ...] = ()
-    label: str = Field("timescale-failover-drill", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
-    run_fallback: bool = False
-    objectives: DrillObjectives = DrillObjectives()
-
-
 class OperatorProbeSettings(_Frozen):
     """An operator-supplied probe: a ``module:function`` import path, sync or async."""
 
@@ -230,10 +214,16 @@ class OperatorProbeSettings(_Frozen):
     timeout_seconds: PositiveSeconds | None = None
 
 
-class ProbeSettings(_Frozen):
-    """How often probes run and how long each may take."""
+#: Shortest probe interval: below it the loop only burns CPU and floods the logs.
+MIN_PROBE_INTERVAL_SECONDS = 1.0
 
-    interval_seconds: PositiveSeconds = 15.0
+
+class ProbeSettings(_Frozen):
+    """How often probes run and how long each may take (always less than the interval)."""
+
+    interval_seconds: Annotated[
+        float, Field(ge=MIN_PROBE_INTERVAL_SECONDS, allow_inf_nan=False)
+    ] = 15.0
     timeout_seconds: PositiveSeconds = 5.0
     operator: tuple[OperatorProbeSettings, ...] = ()
 
@@ -316,6 +306,21 @@ class IngestSettings(_Frozen):
         return drill.model_copy(update={"dimensions": names})
 
     @model_validator(mode="after")
+    def _timeouts_within_the_interval(self) -> Self:
+        """Check that every probe timeout is shorter than the probe interval."""
+        probes = self.probes
+        expected = f"expected less than the probe interval ({probes.interval_seconds:g} s)"
+        if probes.timeout_seconds >= probes.interval_seconds:
+            raise ValueError(f"probes.timeout_seconds: {expected}")
+        for index, entry in enumerate(probes.operator):
+            if (
+                entry.timeout_seconds is not None
+                and entry.timeout_seconds >= probes.interval_seconds
+            ):
+                raise ValueError(f"probes.operator.{index}.timeout_seconds: {expected}")
+        return self
+
+    @model_validator(mode="after")
     def _references(self) -> Self:
         """Check that every name refers to something declared (one vocabulary)."""
         known = [d.name for d in self.dimensions]
@@ -345,22 +350,22 @@ class IngestSettings(_Frozen):
     def secret_values(self) -> list[str]:
         """Return every configured secret, so redaction can mask it wherever it shows up.
 
-        Whole URLs and their user-info passwords (raw and percent-decoded): a driver may
-        print a password without the rest of its URL.
+        Whole URLs, their passwords and secret query values (raw and percent-decoded): a
+        driver may print a password without the rest of its URL.
         """
         values: list[str] = []
         for deployment in self.deployments:
-            urls = [deployment.timescale.url, deployment.redis.url]
-            values += [url.get_secret_value() for url in urls]
-            for url in urls:
-                userinfo = url.get_secret_value().partition("://")[2].rpartition("@")[0]
-                password = userinfo.partition(":")[2]
-                values += [password, unquote(password)]
+            timescale = deployment.timescale
+            extra = [u for u in (timescale.replica_url, timescale.write_url) if u is not None]
+            for url in (timescale.url, deployment.redis.url, *extra):
+                values += [url.get_secret_value(), *url_secrets(url.get_secret_value())]
             kafka = deployment.kafka
             if kafka.sasl_password is not None:
                 values.append(kafka.sasl_password.get_secret_value())
             if kafka.sasl_username:
                 values.append(kafka.sasl_username)
+        # A credential given to the drill's injection command as an option (--password=x).
+        values += option_secrets(self.failover_drill.inject_command)
         return [value for value in dict.fromkeys(values) if value]
 
     def dimension(self, name: str) -> DimensionSettings:
