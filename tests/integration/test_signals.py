@@ -68,7 +68,8 @@ async def test_redis_stopped_keeps_every_check_series_and_withdraws_cache_values
     settings = settings_factory(
         REDIS_URL=f"redis://127.0.0.1:{port}/0",
         REDIS_CACHE_STRATEGY="institutional",
-        INGEST_PROBE_INTERVAL_SECONDS="0.5",
+        INGEST_PROBE_INTERVAL_SECONDS="2",
+        INGEST_PROBE_TIMEOUT_SECONDS="1.5",
     )
     async with running_daemon(settings) as (daemon, url):
         healthy = await scrape_until(url, _all_ok("redis"))
@@ -120,7 +121,8 @@ async def test_kafka_unreachable_keeps_every_check_series(
             KAFKA_INGEST_TOPICS=f"bars:{topic}",
             INGEST_DIMENSIONS="bars",
             KAFKA_INGEST_CONSUMER_GROUP=f"g-{unique}",
-            INGEST_PROBE_INTERVAL_SECONDS="0.5",
+            INGEST_PROBE_INTERVAL_SECONDS="2",
+            INGEST_PROBE_TIMEOUT_SECONDS="1.5",
         )
         async with running_daemon(settings) as (_, url):
             healthy = await scrape_until(url, _all_ok("kafka"), timeout=60)
@@ -175,3 +177,6 @@ async def test_every_counter_label_value_is_there_at_zero_in_the_first_scrape(
         assert [s for s in counters[name] if s.name.endswith("_total")], name
     restarts = [s for s in counters["ingest_supervisor_task_restarts"] if s.name.endswith("_total")]
     assert {s.labels["task"] for s in restarts} >= {"probe-loop:local"}
+    # The daemon's own process and runtime, from its own registry.
+    assert sample(text, "process_resident_memory_bytes")
+    assert sample(text, "python_info") == 1
