@@ -1,4 +1,4 @@
-"""Parts of the Kafka settings: the read-only lag of named groups, and the SASL rule.
+"""Parts of the Kafka settings: the read-only lag of named groups, and the SASL and TLS rules.
 
 Imported through :mod:`exporter.config`; kept apart so the settings module stays readable.
 """
@@ -6,13 +6,14 @@ Imported through :mod:`exporter.config`; kept apart so the settings module stays
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any, Self
 
 from pydantic import Field, model_validator
 
 from exporter._frozen import PositiveSeconds, _Frozen
 
-__all__ = ["KafkaLagSettings", "LagGroup", "check_sasl"]
+__all__ = ["KafkaLagSettings", "LagGroup", "check_sasl", "check_tls_files"]
 
 
 class LagGroup(_Frozen):
@@ -110,3 +111,17 @@ def check_sasl(protocol: str, mechanism: str | None, username: str | None, passw
             f"expected security_protocol SASL_PLAINTEXT or SASL_SSL "
             f"(KAFKA_SECURITY_PROTOCOL) with {' and '.join(given)}"
         )
+
+
+def check_tls_files(
+    protocol: str, cafile: Path | None, certfile: Path | None, keyfile: Path | None
+) -> None:
+    """Refuse TLS files without TLS, and a client key without its certificate.
+
+    Raises:
+        ValueError: naming the settings that do not belong together.
+    """
+    if any((cafile, certfile, keyfile)) and protocol not in ("SSL", "SASL_SSL"):
+        raise ValueError("ssl_* files: expected security_protocol SSL or SASL_SSL")
+    if keyfile is not None and certfile is None:
+        raise ValueError("ssl_keyfile: expected ssl_certfile too (the key's certificate)")

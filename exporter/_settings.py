@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     Field,
+    FilePath,
     SecretStr,
     ValidationInfo,
     field_validator,
@@ -18,7 +19,7 @@ from redis.connection import URL_QUERY_ARGUMENT_PARSERS
 
 from exporter._drill_settings import TimescaleFailoverDrillSettings
 from exporter._frozen import _IDENTIFIER, _TABLE, Identifier, PositiveSeconds, _Frozen
-from exporter._kafka_settings import KafkaLagSettings, check_sasl
+from exporter._kafka_settings import KafkaLagSettings, check_sasl, check_tls_files
 from exporter._urls import POSTGRES_QUERY, driver_url
 from exporter.redaction import option_secrets, url_secrets
 
@@ -131,6 +132,12 @@ class KafkaSettings(_Frozen):
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+    #: PEM CA bundle that verifies the brokers (default: the system's trust store).
+    ssl_cafile: FilePath | None = None
+    #: PEM client certificate (chain) for brokers that require one (mutual TLS).
+    ssl_certfile: FilePath | None = None
+    #: PEM private key of ``ssl_certfile`` (omit when the certificate file holds it).
+    ssl_keyfile: FilePath | None = None
     client_id: str = Field("ingest-exporter", min_length=1)
     ingest_topics: tuple[TopicBinding, ...] = ()
     consumer_group: str = Field("ingest-exporter", min_length=1)
@@ -163,10 +170,11 @@ class KafkaSettings(_Frozen):
         return value
 
     @model_validator(mode="after")
-    def _sasl(self) -> Self:
-        """Check the SASL settings as a whole (see :func:`check_sasl`)."""
+    def _security(self) -> Self:
+        """Check the SASL settings and the TLS files as wholes (see ``_kafka_settings``)."""
         protocol, mechanism = self.security_protocol, self.sasl_mechanism
         check_sasl(protocol, mechanism, self.sasl_username, self.sasl_password)
+        check_tls_files(protocol, self.ssl_cafile, self.ssl_certfile, self.ssl_keyfile)
         return self
 
 

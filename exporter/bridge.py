@@ -24,6 +24,7 @@ from aiokafka.errors import CommitFailedError
 from prometheus_client.core import Metric
 
 from exporter._cleanup import shielded
+from exporter.checklog import Throttle
 from exporter.config import DimensionSettings, KafkaSettings
 from exporter.connectors.kafka import KafkaConnector
 from exporter.errors import ConfigError, ConnectorError, DeliveryError
@@ -131,6 +132,7 @@ class KafkaIngestBridge:
         )
         self._newest: dict[str, float] = {}
         self._commits = 0
+        self._skipped_log = Throttle()
 
     def newest_event_timestamp(self, dimension: str) -> float | None:
         """Return the broker timestamp of the newest event delivered for ``dimension``."""
@@ -150,7 +152,7 @@ class KafkaIngestBridge:
                 async with asyncio.timeout(self._call_timeout * 2):
                     await consumer.start()
             except Exception as exc:
-                raise self._unreachable(exc, "bootstrap failed") from exc
+                raise await self._unreachable(exc, "bootstrap failed") from exc
             await self._check_cluster(consumer)
             await self._check_group_unused()
             topics = sorted(self._topics)
@@ -187,7 +189,7 @@ class KafkaIngestBridge:
                         timeout_ms=self._poll_ms, max_records=self._max_records
                     )
             except TimeoutError as exc:
-                raise self._unreachable(exc, "fetch did not return") from exc
+                raise await self._unreachable(exc, "fetch did not return") from exc
             heartbeat.beat()
             if self._joined and not ready:
                 ready = True
@@ -216,7 +218,7 @@ class KafkaIngestBridge:
             async with asyncio.timeout(self._call_timeout):
                 topics = set(await consumer.topics())
         except Exception as exc:
-            raise self._unreachable(exc, "cluster metadata unavailable") from exc
+            raise await self._unreachable(exc, "cluster metadata unavailable") from exc
         if missing := sorted(set(self._topics) - topics):
             for topic in missing:
                 self._log.error("bridge_topic_missing", topic=topic, dimension=self._topics[topic])
@@ -238,7 +240,7 @@ class KafkaIngestBridge:
             async with asyncio.timeout(self._call_timeout * 2):
                 members = await self._group_members(group)
         except Exception as exc:
-            raise self._unreachable(exc, "consumer group unavailable") from exc
+            raise await self._unreachable(exc, "consumer group unavailable") from exc
         if members:
             self._log.error("bridge_group_in_use", group=group, members=members)
             what = f"group {group} has {members} other member(s); set allow_shared_group to join"
@@ -255,9 +257,10 @@ class KafkaIngestBridge:
             await admin.close()
         return len(replies[0].to_object()["groups"][0]["members"])
 
-    def _unreachable(self, exc: Exception, what: str) -> ConnectorError:
+    async def _unreachable(self, exc: Exception, what: str) -> ConnectorError:
         self._lost = True
-        reason = classify(exc)
+        # The probe's reason for the same outage (refused, not error): asked of the broker.
+        reason = await self._connector.explain(exc)
         error_type = type(exc).__name__
         self._log.warning("bridge_cluster_unreachable", reason=reason.value, error_type=error_type)
         return ConnectorError(self._connector.name, reason, what)
@@ -328,9 +331,17 @@ class KafkaIngestBridge:
     def _skip(self, dimension: str, record: Any, reason: str) -> None:
         with self._lock:
             self._failed[dimension, reason] += 1
-        self._log.warning(
-            "bridge_message_skipped", **_where(record), dimension=dimension, reason=reason
-        )
+        # A poison stream skips thousands a second: one line a minute per kind (the counter
+        # ingest_bridge_messages_failed_total has every one), naming the latest offset.
+        held = self._skipped_log.allow((record.topic, reason))
+        if held is not None:
+            self._log.warning(
+                "bridge_message_skipped",
+                **_where(record),
+                dimension=dimension,
+                reason=reason,
+                suppressed=held,
+            )
 
     # -- offsets ---------------------------------------------------------------------------
 

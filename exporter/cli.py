@@ -118,6 +118,9 @@ def _parser(typed: Sequence[str] = ()) -> argparse.ArgumentParser:
     probe = commands.add_parser("probe", parents=[common], help="probe once and print the report")
     probe.add_argument("--format", choices=("table", "json"), default=None)
     probe.add_argument("--deployment", help="only this deployment")
+    probe.add_argument(
+        "--wide", action="store_true", help="table: show each check's whole detail (not cut)"
+    )
     drill = commands.add_parser("drill", parents=[common], help="run one failover drill")
     drill.add_argument(
         "--scenario", choices=("fallback", "switchover", "kill", "observe"), default="fallback"
@@ -235,7 +238,7 @@ def _dispatch(args: argparse.Namespace, settings: IngestSettings, report: Config
             structlog.get_logger(__name__).warning("secret_file_world_readable", variable=name)
     if args.command == "probe":
         chosen = _chosen(settings, args.deployment)
-        code = asyncio.run(_probe(settings, chosen, args.format, redactor))
+        code = asyncio.run(_probe(settings, chosen, args.format, redactor, wide=args.wide))
         _exit_soon(code)  # the report is out: a probe thread still stuck must not hold the exit
         return code
     if args.command == "drill":
@@ -319,9 +322,12 @@ async def _probe(
     chosen: list[DeploymentSettings],
     fmt: str | None,
     redactor: Redactor,
+    *,
+    wide: bool = False,
 ) -> int:
     from exporter.probes.report import render_table
     from exporter.provisioner import InstitutionalIngestProvisioner
+    from exporter.telemetry.metrics import EXPOSED_NAMES
 
     provisioner = InstitutionalIngestProvisioner(settings, redactor=redactor)
     reports = []
@@ -334,9 +340,9 @@ async def _probe(
             await services.stop()
     fmt = fmt or ("table" if sys.stdout.isatty() else "json")
     if fmt == "json":
-        print(json.dumps({"reports": [r.as_dict() for r in reports]}, indent=2))
+        print(json.dumps({"reports": [r.as_dict(EXPOSED_NAMES) for r in reports]}, indent=2))
     else:
-        print(render_table(reports))
+        print(render_table(reports, wide=wide))
     return EXIT_OK if all(r.ok for r in reports) else EXIT_FAILURE
 
 

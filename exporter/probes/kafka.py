@@ -201,6 +201,15 @@ class KafkaProbe:
         self._groups = GroupLag(lag, answered=_ANSWERED)
         self._lock = asyncio.Lock()
 
+    @property
+    def checks(self) -> tuple[str, ...]:
+        """Return the checks every run reports (the runner fills in those it cannot run)."""
+        names = ["metadata"]
+        names += ["topics", "consumer_lag"] if self.topics else []
+        names += self._groups.check_names
+        names += ["canary"] if self.canary_topic else []
+        return tuple(names)
+
     async def aclose(self) -> None:
         """Close the probe's own consumer and producer (the admin client is the connector's)."""
         await self._clients.close()
@@ -249,9 +258,7 @@ class KafkaProbe:
         failed = await self._step("topics", deadline, Status.UNKNOWN, describe)
         if failed:
             # Without topic metadata nothing else can be judged: each check says why.
-            names = ["topics", "consumer_lag"] if self.topics else []
-            names += [*self._groups.check_names, *(["canary"] if self.canary_topic else [])]
-            return _replicate(failed[0], names)
+            return _replicate(failed[0], self.checks[1:])
         checks: list[Check] = []
         led: dict[str, list[int]] = {}
         if self.topics:

@@ -95,11 +95,15 @@ async def test_cache_over_its_key_limit_is_degraded(
 
 
 async def test_stopped_redis_is_down_refused() -> None:
-    """A URL to a port nothing listens on gives one down result with reason refused."""
+    """A port nothing listens on: ping down/refused, every other check unknown/refused."""
     async with connected(f"redis://127.0.0.1:{free_port()}/0") as connector:
-        results = await run(RedisProbe(connector))
-    assert list(results) == ["ping"]
+        probe = RedisProbe(connector)
+        results = await run(probe)
+    assert list(results) == list(probe.checks)
     assert (results["ping"].status, results["ping"].reason) == (Status.DOWN, Reason.REFUSED)
+    assert {(r.status, r.reason) for r in list(results.values())[1:]} == {
+        (Status.UNKNOWN, Reason.REFUSED)
+    }
 
 
 async def test_wrong_or_missing_password_is_auth(redis_servers: RedisServers) -> None:

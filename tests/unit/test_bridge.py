@@ -199,21 +199,30 @@ async def test_revoked_partitions_commit_only_their_offsets(heartbeat: Heartbeat
 
 
 async def test_poison_messages_are_skipped_counted_and_committed(heartbeat: Heartbeat) -> None:
-    """Undecodable records are skipped as ``decode``, logged without payload and committed."""
+    """Undecodable records are skipped as ``decode``, counted, logged once a minute, committed."""
     cluster, sink = Cluster({"t.trades": 1}), Sink()
     cluster.produce("t.trades", 0, value(0))
     poison = [b"\xff\xfe secret-payload", b"{secret-payload", b'["secret-payload"]', b"NaN", None]
     for raw in poison:
         cluster.produce("t.trades", 0, raw)
     cluster.produce("t.trades", 0, value(6))
+    bridge = make_bridge(cluster, sink)
     with capture_logs() as logs:
-        async with running(make_bridge(cluster, sink), heartbeat) as task:
+        async with running(bridge, heartbeat) as task:
             await sink.wait(2)
             await cluster.consumers[0].polls(2)  # the run carries on past the poison
             assert not task.done()
     assert [e.payload["seq"] for e in sink.events] == [0, 6]
     skipped = [e for e in logs if e["event"] == "bridge_message_skipped"]
-    assert [e["offset"] for e in skipped] == [1, 2, 3, 4, 5]
+    # Rate-limited: the first of the five is logged, the counter has all of them.
+    assert [(e["offset"], e["suppressed"]) for e in skipped] == [(1, 0)]
+    failed = {
+        s.labels["reason"]: s.value
+        for f in bridge.metric_families()
+        for s in f.samples
+        if s.name == "ingest_bridge_messages_failed_total"
+    }
+    assert failed["decode"] == 5
     assert {e["reason"] for e in skipped} == {"decode"}
     assert all(e["topic"] == "t.trades" and e["dimension"] == "trades" for e in skipped)
     assert "secret-payload" not in repr(logs)

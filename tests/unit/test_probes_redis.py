@@ -220,11 +220,14 @@ async def test_refused_info_leaves_its_check_unknown() -> None:
 
 
 async def test_wrong_password_is_classified_auth() -> None:
-    """A WRONGPASS at connect becomes one down result with reason auth."""
+    """A WRONGPASS at connect makes ping down with reason auth, the other checks unknown/auth."""
     error = AuthenticationError("WRONGPASS invalid username-password pair or user is disabled.")
     probe = _probe(REPLIES, RedisCacheSettings(), ping_error=error)
-    [result] = await ProbeRunner(default_timeout=1.0).run_one(probe)
+    result, *rest = await ProbeRunner(default_timeout=1.0).run_one(probe)
     assert (result.check, result.status, result.reason) == ("ping", Status.DOWN, Reason.AUTH)
+    assert [(r.check, r.status, r.reason) for r in rest] == [
+        (name, Status.UNKNOWN, Reason.AUTH) for name in probe.checks[1:]
+    ]
 
 
 async def test_evicted_keys_are_exposed_as_a_counter() -> None:
