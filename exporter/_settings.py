@@ -359,7 +359,10 @@ class IngestSettings(_Frozen):
             timescale = deployment.timescale
             extra = [u for u in (timescale.replica_url, timescale.write_url) if u is not None]
             for url in (timescale.url, deployment.redis.url, *extra):
-                values += [url.get_secret_value(), *url_secrets(url.get_secret_value())]
+                secrets = url_secrets(url.get_secret_value())
+                # The whole URL too when it holds a secret (a driver may echo it); a URL
+                # without one stays readable in logs and errors.
+                values += [url.get_secret_value(), *secrets] if secrets else []
             kafka = deployment.kafka
             if kafka.sasl_password is not None:
                 values.append(kafka.sasl_password.get_secret_value())
