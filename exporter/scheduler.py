@@ -6,16 +6,13 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-import structlog
-
+from exporter.checklog import CheckLog
 from exporter.probes.base import ConnectivityReport
 from exporter.state import ExporterState
 from exporter.supervisor import Heartbeat
 from exporter.telemetry.cycle_log import capture_cycle_log
 
 __all__ = ["IngestJob", "ProbeScheduler", "periodic"]
-
-_log = structlog.get_logger(__name__)
 
 #: An operator coroutine the scheduler runs once per interval.
 IngestJob = Callable[[], Awaitable[None]]
@@ -28,13 +25,14 @@ class _Reporter(Protocol):
 
 
 class ProbeScheduler:
-    """Run one probe cycle per interval and store it in the snapshot."""
+    """Run one probe cycle per interval, store it in the snapshot and log what changed."""
 
     def __init__(self, services: _Reporter, *, interval: float, log_lines: int = 100) -> None:
         self._services = services
         self.interval = interval
         self.log_lines = log_lines
         self.cycles = 0
+        self._log = CheckLog()
 
     async def run(self, heartbeat: Heartbeat) -> None:
         """Probe forever, one cycle per interval (a slow cycle delays, never overlaps)."""
@@ -42,10 +40,11 @@ class ProbeScheduler:
         next_at = loop.time()
         while True:
             heartbeat.beat()
-            # The cycle's own log lines, for its page under /probes/{id}.
+            # The cycle's own log lines (its transitions and per-check lines included), for its
+            # page under /probes/{id}.
             with capture_cycle_log(self.log_lines) as cycle_log:
                 report = await self._services.connectivity_report()
-                _log_report(report)
+                self._log.observe(report)
             self._services.state.record(report, cycle_log.close(), dropped=cycle_log.dropped)
             self.cycles += 1
             heartbeat.ready()
@@ -63,20 +62,3 @@ def periodic(job: IngestJob, interval: float) -> Callable[[Heartbeat], Awaitable
             await asyncio.sleep(interval)
 
     return run
-
-
-def _log_report(report: ConnectivityReport) -> None:
-    """Emit the canonical ``probe_completed`` line, one per check."""
-    for result in report.results:
-        _log.info(
-            "probe_completed",
-            deployment=report.deployment,
-            connector=result.connector,
-            check=result.check,
-            status=result.status.value,
-            reason=result.reason.value if result.reason else None,
-            duration_seconds=round(result.latency_seconds, 6),
-            detail=result.detail or None,
-            trace_id=report.trace_id,
-            span_id=result.span_id,
-        )
