@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import structlog
@@ -54,8 +54,11 @@ class Daemon:
         *,
         redactor: Redactor | None = None,
         probes: Sequence[Probe] = (),
+        config_warnings: Sequence[Mapping[str, Any]] = (),
     ) -> None:
         self.settings = settings
+        #: What the CLI warned about at start, shown on the status page.
+        self.config_warnings = config_warnings
         # Read first: a bad web config fails before anything is built (exit 2 from the CLI).
         config_file = settings.web.config_file
         self.web_config = load_web_config(config_file) if config_file else WebConfig()
@@ -111,6 +114,7 @@ class Daemon:
             tasks=self.supervisor.describe,
             refresh_seconds=self.settings.probes.interval_seconds,
             drills=self.drills.recent,
+            config_warnings=self.config_warnings,
         )
         app = build_app(
             handlers,

@@ -134,6 +134,18 @@ def _error(task: View) -> str:
     return f"{kind}: {message}" if message else str(kind)
 
 
+def _config_warnings(warnings: Sequence[View]) -> str:
+    """Return the start's configuration warnings (nothing when there were none)."""
+    if not warnings:
+        return ""
+    items = "".join(
+        f'<li class="config-warning" data-kind="{esc(w["kind"])}">{badge("warning", "degraded")} '
+        f"<code>{esc(w['subject'])}</code>: {esc(w['text'])}</li>"
+        for w in warnings
+    )
+    return f'<h2>Configuration warnings</h2><ul class="links">{items}</ul>'
+
+
 def render_status(view: View, *, refresh: int) -> str:
     """Return the HTML of ``/`` from :meth:`StatusView.status` (``refresh=0``: paused)."""
     now = view["generated_at"]
@@ -157,6 +169,7 @@ def render_status(view: View, *, refresh: int) -> str:
     )
     body = (
         ready
+        + _config_warnings(view["config_warnings"])
         + "".join(_deployment(d, now) for d in view["deployments"])
         + _tasks(view["tasks"], now)
         + "<h2>Failover drills</h2>"

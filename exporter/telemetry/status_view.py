@@ -12,12 +12,19 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from exporter import __version__
+from exporter.config import ConfigReport
 from exporter.history import ProbeCycle, StatusSince
 from exporter.probes.base import ConnectivityReport, ProbeResult
 from exporter.state import ConnectorInfo, ExporterState
 from exporter.telemetry.drill_pages import DrillSource, drills_view
 
-__all__ = ["RECENT_DRILLS_ON_INDEX", "RECENT_ON_INDEX", "StatusView", "task_view"]
+__all__ = [
+    "RECENT_DRILLS_ON_INDEX",
+    "RECENT_ON_INDEX",
+    "StatusView",
+    "config_warnings",
+    "task_view",
+]
 
 #: Cycles per deployment listed on ``/`` (``/probes`` lists every stored one).
 RECENT_ON_INDEX = 10
@@ -54,6 +61,40 @@ def task_view(task: Any) -> dict[str, Any]:
     }
 
 
+def config_warnings(
+    report: ConfigReport, world_readable: Iterable[str] = ()
+) -> list[dict[str, Any]]:
+    """Return what the CLI warned about at start, as rows for ``/`` (endpoints redacted).
+
+    Args:
+        report: The report on the settings (unknown variables, each endpoint's source).
+        world_readable: The ``*_FILE`` variables whose file every user may read.
+    """
+    rows: list[dict[str, Any]] = [
+        {"kind": "unknown_variable", "subject": u.name, "text": u.explain(), "closest": u.closest}
+        for u in report.unknown
+    ]
+    rows += (
+        {
+            "kind": "default_endpoint",
+            "subject": where,
+            "text": f"{endpoint} is the embedded local-development default",
+            "closest": None,
+        }
+        for where, endpoint in report.defaults_in_use().items()
+    )
+    rows += (
+        {
+            "kind": "secret_file_world_readable",
+            "subject": name,
+            "text": "names a file every user of the machine may read",
+            "closest": None,
+        }
+        for name in world_readable
+    )
+    return rows
+
+
 def _since(seen: StatusSince | None) -> dict[str, Any]:
     """Return ``since`` and ``since_first_probe`` (the status may be older than the exporter)."""
     if seen is None:
@@ -86,8 +127,11 @@ class StatusView:
         refresh_seconds: float = 15.0,
         clock: Callable[[], float] = time.time,
         drills: DrillSource | None = None,
+        warnings: Sequence[Mapping[str, Any]] = (),
     ) -> None:
         self.state = state
+        #: The configuration warnings of the start (:func:`config_warnings`); fixed for the run.
+        self.warnings = [dict(w) for w in warnings]
         self.manifests = manifests
         self.tasks = tasks
         self.drills = drills
@@ -114,6 +158,7 @@ class StatusView:
             "exporter": {"version": __version__, "started_at": state.started_at},
             "generated_at": self.clock(),
             "ready": state.ready,
+            "config_warnings": self.warnings,
             "refresh_seconds": self.refresh_seconds,
             "deployments": [self._deployment(name) for name in self.deployments()],
             "tasks": [task_view(task) for task in self.tasks()],

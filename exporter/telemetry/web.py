@@ -105,6 +105,7 @@ class WebApp:
         tasks: Callable[[], Iterable[Any]] = tuple,
         refresh_seconds: float = 15.0,
         drills: DrillSource | None = None,
+        config_warnings: Sequence[Mapping[str, Any]] = (),
     ) -> None:
         self.state = state
         self.renderer = renderer
@@ -118,6 +119,7 @@ class WebApp:
             targets=self.targets,
             refresh_seconds=refresh_seconds,
             drills=drills,
+            warnings=config_warnings,
         )
         self.pages = StatusPages(view, cycle_metrics=self._cycle_metrics)
         # One probe run per target at a time: concurrent scrapes share it.

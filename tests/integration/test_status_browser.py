@@ -31,6 +31,7 @@ from .redis_instance import RedisServers
 
 SHOTS = REPO / "test-artifacts" / "status-page"
 INTERVAL = 2
+TYPO = "INGEST_PROBE_INTERVAL_SECOND"
 CHROME_ARGS = (
     "--headless=new",
     "--no-sandbox",
@@ -166,6 +167,8 @@ async def test_status_page_in_chromium_follows_a_redis_outage(
             "INGEST_PROBE_INTERVAL_SECONDS": str(INTERVAL),
             "INGEST_PROBE_TIMEOUT_SECONDS": "1",
             "KAFKA_MANIFEST_PUBLISH": "false",
+            # A typo the page must point out (the CLI only warns about it at start).
+            TYPO: "5",
         },
         tmp_path / "daemon.log",
     )
@@ -193,6 +196,12 @@ async def _walk(browser: Browser, base: str, stop_redis: Callable[[], Any]) -> N
     for connector in ("timescale", "redis", "kafka"):
         await asyncio.to_thread(browser.wait, _shows(connector, "ok"), 30)
     assert "refresh" in driver.page_source  # the page reloads itself: nobody reloads it below
+    warning = await asyncio.to_thread(
+        browser.wait,
+        lambda d: d.find_element(By.CSS_SELECTOR, "li.config-warning").text,
+        5,
+    )
+    assert f"{TYPO}: unknown variable, ignored; did you mean {TYPO}S?" in warning, warning
     await asyncio.to_thread(browser.shot, "healthy")
     await asyncio.to_thread(browser.collect)
 

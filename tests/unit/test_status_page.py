@@ -14,6 +14,7 @@ import pytest
 from aiohttp import test_utils, web
 from prometheus_client import CollectorRegistry
 
+from exporter.config import build_institutional_ingest_config, explain_configuration
 from exporter.history import ProbeHistory
 from exporter.probes.base import ConnectivityReport, Measurement, ProbeResult, Status
 from exporter.reasons import Reason
@@ -22,6 +23,7 @@ from exporter.supervisor import TaskInfo, TaskState
 from exporter.telemetry._html import CONTENT_SECURITY_POLICY, STYLESHEET, age, duration
 from exporter.telemetry.metrics import IngestCollector, MetricsRenderer
 from exporter.telemetry.status_routes import wants_json
+from exporter.telemetry.status_view import config_warnings
 from exporter.telemetry.web import WebApp, build_app
 from exporter.telemetry.webconfig import WebConfig
 
@@ -71,7 +73,10 @@ TASKS = [
 
 @asynccontextmanager
 async def serve(
-    state: ExporterState, *, web_config: WebConfig | None = None
+    state: ExporterState,
+    *,
+    web_config: WebConfig | None = None,
+    warnings: list[dict[str, Any]] | None = None,
 ) -> AsyncIterator[Client]:
     """Serve the app over ``state`` with two tasks and a manifest; yield a client."""
     registry = CollectorRegistry(auto_describe=False)
@@ -82,6 +87,7 @@ async def serve(
         manifests=lambda: [{"deployment": "eu", "connectors": [{"name": "redis"}]}],
         tasks=lambda: TASKS,
         refresh_seconds=5.0,
+        config_warnings=warnings or (),
     )
     app = build_app(handlers, web_config=web_config)
     async with test_utils.TestClient(test_utils.TestServer(app)) as client:
@@ -149,6 +155,36 @@ async def test_status_page_shows_tasks_manifest_links_and_readiness() -> None:
     assert "&quot;deployment&quot;: &quot;eu&quot;" in page  # the manifest, escaped
     for path in ("/metrics", "/probes", "/api/v1/status", "/api/v1/manifest", "/-/ready"):
         assert f'href="{path}"' in page
+
+
+async def test_status_page_repeats_the_configuration_warnings_of_the_start() -> None:
+    """A typo'd variable, an endpoint left at its default and an exposed secret file are shown."""
+    environ = {"REDIS_URLS": "redis://cache:6379/0"}
+    settings = build_institutional_ingest_config(environ=environ)
+    report = explain_configuration(settings, environ=environ)
+    warnings = config_warnings(report, ["REDIS_URL_FILE"])
+    async with serve(_state(), warnings=warnings) as client:
+        page = await (await client.get("/")).text()
+        view = await (await client.get("/api/v1/status")).json()
+        async with serve(_state()) as quiet:
+            calm = await (await quiet.get("/")).text()
+    assert view["config_warnings"] == warnings
+    unknown = {"kind": "unknown_variable", "subject": "REDIS_URLS", "closest": "REDIS_URL"}
+    assert unknown.items() <= warnings[0].items()
+    shown = re.findall(r'<li class="config-warning" data-kind="([a-z_]+)">(.*?)</li>', page)
+    assert [kind for kind, _ in shown] == [
+        "unknown_variable",
+        "default_endpoint",
+        "default_endpoint",
+        "default_endpoint",
+        "secret_file_world_readable",
+    ]
+    assert "<code>REDIS_URLS</code>: unknown variable, ignored; did you mean REDIS_URL?" in page
+    assert "<code>local.kafka</code>: 127.0.0.1:59092 is the embedded" in page
+    # The default PostgreSQL URL carries the local stack's password: shown masked only.
+    assert "<code>local.timescale</code>: postgresql://ingest:***@127.0.0.1:55432/" in page
+    assert "local-dev-pw" not in page
+    assert "Configuration warnings" not in calm
 
 
 async def test_pages_are_strict_csp_without_script_or_external_asset() -> None:
