@@ -72,11 +72,15 @@ class ProbeCycle:
             "failed_checks": self.failed_checks,
         }
 
-    def as_dict(self) -> dict[str, Any]:
-        """Return the JSON view of the cycle: checks, log lines, trace id."""
+    def as_dict(self, metric_names: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """Return the JSON view of the cycle: checks, log lines, trace id.
+
+        Args:
+            metric_names: Measurement name -> scraped sample name (see ``ProbeResult.as_dict``).
+        """
         return {
             "id": self.id,
-            **self.report.as_dict(),
+            **self.report.as_dict(metric_names),
             "log_lines": [dict(line) for line in self.log_lines],
             "log_lines_dropped": self.log_lines_dropped,
         }

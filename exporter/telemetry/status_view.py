@@ -17,6 +17,7 @@ from exporter.history import ProbeCycle, StatusSince
 from exporter.probes.base import ConnectivityReport, ProbeResult
 from exporter.state import ConnectorInfo, ExporterState
 from exporter.telemetry.drill_pages import DrillSource, drills_view
+from exporter.telemetry.metrics import EXPOSED_NAMES
 
 __all__ = [
     "RECENT_DRILLS_ON_INDEX",
@@ -237,6 +238,7 @@ class StatusView:
             return None
         return {
             "generated_at": self.clock(),
-            "cycle": cycle.as_dict(),
+            # Sample names as a scrape shows them, like /api/v1/connectivity.
+            "cycle": cycle.as_dict(EXPOSED_NAMES),
             "metrics": metrics(cycle),
         }

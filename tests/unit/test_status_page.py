@@ -42,7 +42,10 @@ def _report(at: float, *, down: bool = False, detail: str = "") -> ConnectivityR
             latency_seconds=0.0015,
             detail=detail if c == "redis" else "",
             checked_at=at,
-            measurements=(Measurement("ingest_redis_memory_used_bytes", 1024.0),)
+            measurements=(
+                Measurement("ingest_redis_memory_used_bytes", 1024.0),
+                Measurement("ingest_redis_evicted_keys", 3.0),
+            )
             if c == "redis" and not down
             else (),
         )
@@ -262,6 +265,7 @@ async def test_cycle_page_shows_checks_log_lines_metrics_and_trace() -> None:
         failed = await (await client.get("/probes/1")).text()
         healthy = await (await client.get("/probes/2")).text()
         data = await (await client.get("/api/v1/probes/1")).json()
+        fine = await (await client.get("/api/v1/probes/2")).json()
     row = _row(failed, "result", connector="redis", check="ping")
     assert 'data-status="down"' in row
     assert "&lt;b&gt;refused&lt;/b&gt;" in row  # escaped, never markup
@@ -282,6 +286,12 @@ async def test_cycle_page_shows_checks_log_lines_metrics_and_trace() -> None:
     assert data["cycle"]["log_lines_dropped"] == 4
     assert data["cycle"]["connectors"]["redis"]["checks"][0]["reason"] == "refused"
     assert "ingest_probe_success" in data["metrics"]
+    # Sample names as scraped (a counter's _total), as in /api/v1/connectivity.
+    samples = fine["cycle"]["connectors"]["redis"]["checks"][0]["measurements"]
+    assert {m["name"] for m in samples} == {
+        "ingest_redis_memory_used_bytes",
+        "ingest_redis_evicted_keys_total",
+    }
 
 
 @pytest.mark.parametrize("path", ["/probes/999", "/probes/abc", "/api/v1/probes/0"])
