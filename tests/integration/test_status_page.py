@@ -49,6 +49,8 @@ async def test_canary_password_never_appears_on_any_page(
             "TIMESCALE_REPLICA_URL": _with_password(service_env["TIMESCALE_REPLICA_URL"], CANARY),
             "TIMESCALE_WRITE_URL": _with_password(service_env["TIMESCALE_WRITE_URL"], CANARY),
             "REDIS_URL": _with_password(service_env["REDIS_URL"], CANARY),
+            # A typo'd name: / warns about it by name, never by value.
+            "REDIS_URLS": _with_password(service_env["REDIS_URL"], CANARY),
             "KAFKA_BOOTSTRAP_SERVERS": service_env["KAFKA_BOOTSTRAP_SERVERS"],
             "INGEST_PROBE_INTERVAL_SECONDS": "1",
             "INGEST_PROBE_TIMEOUT_SECONDS": "0.5",
@@ -85,6 +87,7 @@ async def test_canary_password_never_appears_on_any_page(
     index = bodies["/"]
     assert 'data-connector="timescale" data-status="down"' in index
     assert '<td class="reason" data-label="reason">auth</td>' in index
+    assert "<code>REDIS_URLS</code>: unknown variable" in index
     detail = bodies[f"/probes/{cycles[-1]['id']}"]
     assert detail.count('<tr class="log-line"') >= 3
     assert CANARY not in daemon.log.read_text()
