@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     params = RuleParams(selector=args.selector, runbook_base=args.runbook_base)
     for path in write(args.out, params):
-        print(f"wrote {path}")  # noqa: T201 - a generator reports what it wrote
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":

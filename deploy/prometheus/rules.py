@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Alert", "RuleParams", "Recording", "alerts", "recordings"]
+__all__ = ["Alert", "Recording", "RuleParams", "alerts", "recordings"]
 
 #: The labels every alert is aggregated by (plus the alert's own subject label, if any).
 BY = "job, instance, deployment"

@@ -219,8 +219,7 @@ CASES: list[Case] = [
         gap_fires=False,
         at="11m",
         labels={**_DEPLOYMENT, "topic": "trades", "severity": "warning"},
-        description="The oldest unconsumed event of topic trades in deployment prod is "
-        "15m 0s old.",
+        description="The oldest unconsumed event of topic trades in deployment prod is 15m 0s old.",
     ),
     *_three(
         "IngestKafkaPartitionsWithoutLeader",

@@ -56,7 +56,7 @@ def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_promtool_check_rules_accepts_the_shipped_files() -> None:
-    """promtool check rules accepts alerts.yml and rules.yml."""
+    """`promtool check rules` accepts alerts.yml and rules.yml."""
     result = _promtool("check", "rules", str(ALERTS), str(RECORDINGS))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
