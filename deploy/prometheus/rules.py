@@ -247,7 +247,8 @@ def alerts(p: RuleParams) -> list[Alert]:
             "vector(1)",
             "info",
             "An alert that always fires, to prove the alerting pipeline works.",
-            "This alert fires all the time; a heartbeat receiver pages when it stops arriving.",
+            "This alert fires all the time (value {{ $value }}); a heartbeat receiver pages when "
+            "it stops arriving.",
             for_seconds=0,
         ),
     ]

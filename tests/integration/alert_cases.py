@@ -287,7 +287,8 @@ CASES: list[Case] = [
         {f"up{{{_I}}}": "1x10"},
         "1m",
         {"severity": "info"},
-        "This alert fires all the time; a heartbeat receiver pages when it stops arriving.",
+        "This alert fires all the time (value 1); a heartbeat receiver pages when it stops "
+        "arriving.",
     ),
     Case(
         "Watchdog",
@@ -295,6 +296,7 @@ CASES: list[Case] = [
         {f"up{{{_I}}}": "1 _x9"},
         "1m",
         {"severity": "info"},
-        "This alert fires all the time; a heartbeat receiver pages when it stops arriving.",
+        "This alert fires all the time (value 1); a heartbeat receiver pages when it stops "
+        "arriving.",
     ),
 ]

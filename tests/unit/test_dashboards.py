@@ -55,7 +55,7 @@ def test_one_datasource_variable_and_no_exported_inputs(name: str) -> None:
 
 @pytest.mark.parametrize("name", sorted(BOARDS))
 def test_job_instance_deployment_are_chained_multi_select_variables(name: str) -> None:
-    """job -> instance -> deployment: multi-select, `.+` as all, refreshed on time range change."""
+    """The job, instance, deployment chain: multi-select, `.+` as all, refreshed with the range."""
     variables = _variables(BOARDS[name])
     for var in ("job", "instance", "deployment"):
         v = variables[var]
