@@ -100,7 +100,7 @@ async def _wait_notification(stack: Stack, status: str, timeout: float, **labels
 async def test_redis_outage_pages_and_resolves_and_a_healthy_run_pages_nobody(
     tmp_path: Path, service_env: dict[str, str], unique: str
 ) -> None:
-    """Healthy: only the Watchdog fires; Redis down pages in bound with a runbook; back: resolved."""
+    """Only the Watchdog fires while healthy; a Redis outage pages in bound, then resolves."""
     queries = _dashboard_queries()
     async with ingest_stack(tmp_path, service_env, unique) as stack:
         prom = stack.prometheus
