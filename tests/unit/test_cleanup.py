@@ -39,7 +39,7 @@ class Gate:
 async def _settle() -> None:
     """Let every ready callback and task step run (nothing here waits on time)."""
     for _ in range(5):
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # a yield to the loop, not a timed wait
 
 
 @pytest.fixture
@@ -174,7 +174,7 @@ async def test_in_background_leaves_at_once_and_its_failure_is_not_lost(
     """A background cleanup does not hold its caller; its failure is logged, never reported lost."""
 
     async def broken() -> None:
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # a yield, not a wait: it fails after its caller has left
         raise OSError("socket already closed")
 
     with capture_logs() as logs:

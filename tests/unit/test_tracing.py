@@ -500,6 +500,7 @@ async def test_shutdown_is_bounded_even_when_the_exporter_hangs() -> None:
     assert await shutdown_tracing(None, timeout=0.1) is True
     healthy = TracerProvider(shutdown_on_exit=False)
     assert await shutdown_tracing(healthy, timeout=2.0) is True
+    # A yield, not a wait: the released shutdown's callback may still be queued for this loop.
     await asyncio.sleep(0)
 
 
