@@ -222,5 +222,6 @@ async def _ready(instance: AlertmanagerInstance, timeout: float = 30.0) -> None:
                 async with session.get(f"{instance.base_url}/-/ready") as response:
                     if response.status == 200:
                         return
+            # Nothing announces readiness but the endpoint itself: look again shortly.
             await asyncio.sleep(0.1)
     pytest.fail(f"Alertmanager did not become ready:\n{instance.log_tail()}")

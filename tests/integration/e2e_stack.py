@@ -198,6 +198,7 @@ async def _ready(port: int, process: asyncio.subprocess.Process) -> bool:
                 async with session.get(f"http://127.0.0.1:{port}/-/ready") as response:
                     if response.status == 200:
                         return True
+            # Nothing announces readiness but the endpoint itself: look again shortly.
             await asyncio.sleep(0.2)
     return False
 

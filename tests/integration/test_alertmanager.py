@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 from pathlib import Path
 
 import pytest
+
+from tests.waiting import wait_for
 
 from .alertmanager_instance import (
     AlertmanagerInstance,
@@ -90,12 +91,12 @@ async def test_exporter_down_inhibits_its_dependent_alerts_only(tmp_path: Path) 
                 _alert("IngestRedisReplicaLinkDown", "warning", **other),
             ]
         )
-        # Inhibition is computed when the alerts are read; give the three a moment to arrive.
-        deadline = asyncio.get_running_loop().time() + 15
-        seen = await _inhibited(am)
-        while not seen.get("IngestConnectorDown") and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.2)
+
+        async def inhibited() -> dict[str, bool] | None:
             seen = await _inhibited(am)
+            return seen if seen.get("IngestConnectorDown") else None
+
+        seen = await wait_for(inhibited, timeout=15)
         assert seen == {
             "IngestExporterDown": False,
             "IngestConnectorDown": True,

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from deploy.prometheus.rules import alerts
+from tests.waiting import wait_for
 
 from .e2e_stack import JOB, PROBE_INTERVAL, RULES, SCRAPE_INTERVAL, Stack, ingest_stack, produce
 from .prometheus_instance import PrometheusInstance
@@ -67,6 +68,7 @@ async def _steady(stack: Stack, seconds: float) -> set[str]:
     deadline = loop.time() + seconds
     while loop.time() < deadline:
         seen |= await _active_alerts(stack.prometheus)
+        # Sampling a period, not waiting for a condition: every 2 s catches a 5 s `for:`.
         await asyncio.sleep(2)
     return seen | stack.receiver.names("firing")
 
@@ -86,13 +88,8 @@ async def _shows(prometheus: PrometheusInstance, expr: str, **labels: str) -> No
 
 async def _wait_notification(stack: Stack, status: str, timeout: float, **labels: str) -> float:
     """Wait for a webhook notification; return its arrival time (monotonic)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while (found := stack.receiver.first(status, **labels)) is None:
-        if loop.time() > deadline:
-            got = [(n.status, n.labels) for n in stack.receiver.notifications[-10:]]
-            pytest.fail(f"no {status} {labels} within {timeout:.0f}s; last received: {got}")
-        await asyncio.sleep(0.1)
+    found = await wait_for(lambda: stack.receiver.first(status, **labels), timeout=timeout)
+    assert found is not None  # wait_for returns only a truthy value
     return found.received
 
 
