@@ -85,3 +85,21 @@ def test_promtool_unit_tests_pass(tmp_path: Path) -> None:
     tests.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
     result = _promtool("test", "rules", str(tests))
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_promtool_check_config_accepts_the_scrape_examples() -> None:
+    """The static and the hashmod-sharded /probe scrape examples are valid Prometheus config."""
+    result = _promtool("check", "config", str(RULES_DIR / "scrape-examples.yml"))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_promtool_check_config_accepts_the_compose_config(tmp_path: Path) -> None:
+    """The compose Prometheus config is valid with its rule files where compose mounts them."""
+    config = yaml.safe_load((RULES_DIR / "prometheus.yml").read_text(encoding="utf-8"))
+    # Inside the container the rules live under /etc/prometheus; here, beside the copy.
+    config["rule_files"] = [str(RULES_DIR / Path(p).name) for p in config["rule_files"]]
+    copy = tmp_path / "prometheus.yml"
+    copy.write_text(yaml.safe_dump(config), encoding="utf-8")
+    result = _promtool("check", "config", str(copy))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {len(_annotations())} rules found" in result.stdout
