@@ -8,7 +8,7 @@ import pytest
 
 from exporter.telemetry.catalog import all_specs
 from grafana.boards import DASHBOARDS
-from grafana.generate import render
+from grafana.generate import README, README_MARKERS, panel_table, render
 
 from .monitoring_assets import DASHBOARD_DIR, dashboards, declared_names, panels, selectors
 
@@ -39,6 +39,13 @@ def test_committed_json_is_the_generators_output() -> None:
     for name in DASHBOARDS:
         committed = (DASHBOARD_DIR / f"{name}.json").read_text(encoding="utf-8")
         assert committed == render(name), f"{name}.json drifted: run `make dashboards`"
+
+
+def test_readme_lists_every_panel_of_every_dashboard() -> None:
+    """The README's dashboards table is the generator's (run `make dashboards` on drift)."""
+    text = README.read_text(encoding="utf-8")
+    start, end = README_MARKERS
+    assert f"{start}\n{panel_table()}\n{end}" in text
 
 
 @pytest.mark.parametrize("name", sorted(BOARDS))
