@@ -1,7 +1,8 @@
 """The end-to-end stack: the daemon, Prometheus, Alertmanager and a webhook, as real processes.
 
 The daemon runs on the local services, but with a private Redis pair (so the test may stop
-its Redis), a real Prometheus loads the generated rules, a real Alertmanager notifies a webhook.
+its Redis) and a private streaming replica of the shared PostgreSQL; a real Prometheus loads
+the generated rules and a real Alertmanager notifies a webhook.
 
 Everything listens on loopback with short intervals; the rules are the shipped ones rendered
 with the test's selector and ``for:`` scaled down (``RuleParams.time_scale``).
@@ -38,6 +39,7 @@ from .alertmanager_instance import (
 )
 from .conftest import REPO
 from .net import free_port
+from .pg_instance import PgReplica
 from .prometheus_instance import PrometheusInstance, running_prometheus, scrape_config
 from .redis_instance import RedisServers
 
@@ -78,7 +80,7 @@ class Stack:
 
 
 def _config(
-    env: dict[str, str], unique: str, table: str, ports: tuple[int, int]
+    env: dict[str, str], unique: str, table: str, ports: tuple[int, int], standby: str
 ) -> dict[str, object]:
     """Return the daemon's configuration file: two deployments, a primary and its standbys."""
     primary, replica = ports
@@ -100,9 +102,9 @@ def _config(
         "deployments": [
             {"name": "e2e"},
             {
-                # The standbys: Timescale's streaming replica and a private Redis replica.
+                # The standbys: private streaming replicas of Timescale and of the Redis.
                 "name": "e2e-standby",
-                "timescale": {"url": env["TIMESCALE_REPLICA_URL"]},
+                "timescale": {"url": standby},
                 "redis": {
                     "url": f"redis://127.0.0.1:{replica}/0",
                     "cache": {"strategy": "disabled"},  # a replica is read-only
@@ -213,10 +215,11 @@ async def ingest_stack(workdir: Path, env: dict[str, str], unique: str) -> Async
         replica = await redis.start("--replicaof", "127.0.0.1", str(primary))
         async with (
             _table(env["TIMESCALEDB_URL"], f"e2e_{unique}") as table,
+            PgReplica(env["TIMESCALE_ADMIN_URL"]) as standby,
             _topics(bootstrap, unique) as topic,
         ):
             config = workdir / "ingest.yml"
-            document = _config(env, unique, table, (primary, replica))
+            document = _config(env, unique, table, (primary, replica), standby.url)
             config.write_text(yaml.safe_dump(document), encoding="utf-8")
             rules = write_rules(workdir / "rules", RULES)
             port = free_port()
