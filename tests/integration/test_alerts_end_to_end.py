@@ -39,16 +39,28 @@ def _seconds(duration: str) -> float:
     return float(duration[:-1]) * {"s": 1, "m": 60}[duration[-1]]
 
 
+def _all(expr: str) -> str:
+    """Return a dashboard expression as Grafana sends it with every variable at "All"."""
+    expr = re.sub(r"\$(job|instance|deployment)\b", ".+", expr)
+    return expr.replace("$__rate_interval", RATE_INTERVAL)
+
+
 def _dashboard_queries() -> list[tuple[str, str]]:
-    """Return ``(where, expr)`` for every dashboard query, variables set to "All"."""
+    """Return ``(where, expr)`` for every panel and variable query, variables set to "All"."""
     found = []
     for path in sorted((REPO / "grafana" / "dashboards").glob("*.json")):
         board = json.loads(path.read_text(encoding="utf-8"))
-        for panel in [*board["panels"], *(p for r in board["panels"] for p in r.get("panels", []))]:
-            for target in panel.get("targets", []):
-                expr = re.sub(r"\$(job|instance|deployment)\b", ".+", target["expr"])
-                expr = expr.replace("$__rate_interval", RATE_INTERVAL)
-                found.append((f"{path.stem}: {panel['title']} {target['refId']}", expr))
+        for variable in board["templating"]["list"]:
+            # label_values(selector, label) lists the label's values: count them instead.
+            if match := re.fullmatch(r"label_values\((.+), (\w+)\)", variable.get("query", "")):
+                expr = f"count by ({match[2]}) ({_all(match[1])})"
+                found.append((f"{path.stem}: variable {variable['name']}", expr))
+        panels = [*board["panels"], *(p for r in board["panels"] for p in r.get("panels", []))]
+        found.extend(
+            (f"{path.stem}: {panel['title']} {target['refId']}", _all(target["expr"]))
+            for panel in panels
+            for target in panel.get("targets", [])
+        )
     return found
 
 
