@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
-from urllib.parse import unquote, urlsplit
+from typing import Annotated, Any, Literal, Self, get_args
 
 from pydantic import (
     BaseModel,
@@ -16,6 +16,10 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from redis.connection import URL_QUERY_ARGUMENT_PARSERS
+
+from exporter._urls import POSTGRES_QUERY, driver_url
+from exporter.redaction import url_secrets
 
 DEFAULT_TIMESCALE_URL = "postgresql://ingest:local-dev-pw@127.0.0.1:55432/ingest"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:56379/0"
@@ -28,25 +32,30 @@ _DEPLOYMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]*):(\d{1,5})$")
 
 PositiveSeconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+# Names that refer to a declared dimension: never a URL or a `user:secret` an error could quote.
+Identifier = Annotated[str, Field(pattern=_IDENTIFIER.pattern)]
 
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_boolean_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """Refuse ``true``/``false`` where a number goes (pydantic would read 1 and 0)."""
+        if isinstance(value, bool) and info.field_name is not None:
+            annotation = cls.model_fields[info.field_name].annotation
+            if annotation is not bool and bool not in get_args(annotation):
+                raise ValueError("expected a number, not a boolean")
+        return value
 
-def _check_url(value: SecretStr, schemes: tuple[str, ...], what: str) -> SecretStr:
+
+def _check_url(
+    value: SecretStr, schemes: tuple[str, ...], what: str, typed: Mapping[str, object]
+) -> SecretStr:
     raw = value.get_secret_value()
-    try:
-        parts = urlsplit(raw)
-        host = parts.netloc.rpartition("@")[2]
-        # Reading .port validates it (ValueError when not a number in range).
-        _ = parts.port if host and not host.startswith(",") else None
-    except ValueError:
-        host = ""
-    scheme_ok = raw.partition("://")[0].lower() in schemes
-    if not scheme_ok or not (host or "host=" in raw or raw.startswith("unix://")):
-        raise ValueError(f"expected a {what} URL ({'|'.join(schemes)}://[user[:password]@]host)")
-    return value
+    canonical = driver_url(raw, schemes, what, typed)
+    return value if canonical == raw else SecretStr(canonical)
 
 
 class TimescaleSettings(_Frozen):
@@ -60,7 +69,7 @@ class TimescaleSettings(_Frozen):
     @field_validator("url")
     @classmethod
     def _url(cls, value: SecretStr) -> SecretStr:
-        return _check_url(value, ("postgresql", "postgres"), "PostgreSQL")
+        return _check_url(value, ("postgresql", "postgres"), "PostgreSQL", POSTGRES_QUERY)
 
 
 CachePreset = Literal["institutional", "bootstrap", "aggressive", "extended", "disabled"]
@@ -110,13 +119,14 @@ class RedisSettings(_Frozen):
     @field_validator("url")
     @classmethod
     def _url(cls, value: SecretStr) -> SecretStr:
-        return _check_url(value, ("redis", "rediss", "unix"), "Redis")
+        # redis-py's own converters: a value they refuse would stop the probe with a traceback.
+        return _check_url(value, ("redis", "rediss", "unix"), "Redis", URL_QUERY_ARGUMENT_PARSERS)
 
 
 class TopicBinding(_Frozen):
     """One ingest topic feeding one dimension."""
 
-    dimension: str
+    dimension: Identifier
     topic: str = Field(min_length=1, max_length=249, pattern=r"^[A-Za-z0-9._-]+$")
 
 
@@ -198,7 +208,7 @@ class TimescaleFailoverDrillSettings(_Frozen):
     """Which Timescale dimensions take part in disaster-recovery drills, and how."""
 
     enabled: bool = False
-    dimensions: tuple[str, ...] = ()
+    dimensions: tuple[Identifier, ...] = ()
     label: str = Field("timescale-failover-drill", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
     run_fallback: bool = False
     objectives: DrillObjectives = DrillObjectives()
@@ -213,10 +223,16 @@ class OperatorProbeSettings(_Frozen):
     timeout_seconds: PositiveSeconds | None = None
 
 
-class ProbeSettings(_Frozen):
-    """How often probes run and how long each may take."""
+#: Shortest probe interval: below it the loop only burns CPU and floods the logs.
+MIN_PROBE_INTERVAL_SECONDS = 1.0
 
-    interval_seconds: PositiveSeconds = 15.0
+
+class ProbeSettings(_Frozen):
+    """How often probes run and how long each may take (always less than the interval)."""
+
+    interval_seconds: Annotated[
+        float, Field(ge=MIN_PROBE_INTERVAL_SECONDS, allow_inf_nan=False)
+    ] = 15.0
     timeout_seconds: PositiveSeconds = 5.0
     operator: tuple[OperatorProbeSettings, ...] = ()
 
@@ -299,6 +315,21 @@ class IngestSettings(_Frozen):
         return drill.model_copy(update={"dimensions": names})
 
     @model_validator(mode="after")
+    def _timeouts_within_the_interval(self) -> Self:
+        """Check that every probe timeout is shorter than the probe interval."""
+        probes = self.probes
+        expected = f"expected less than the probe interval ({probes.interval_seconds:g} s)"
+        if probes.timeout_seconds >= probes.interval_seconds:
+            raise ValueError(f"probes.timeout_seconds: {expected}")
+        for index, entry in enumerate(probes.operator):
+            if (
+                entry.timeout_seconds is not None
+                and entry.timeout_seconds >= probes.interval_seconds
+            ):
+                raise ValueError(f"probes.operator.{index}.timeout_seconds: {expected}")
+        return self
+
+    @model_validator(mode="after")
     def _references(self) -> Self:
         """Check that every name refers to something declared (one vocabulary)."""
         known = [d.name for d in self.dimensions]
@@ -328,17 +359,13 @@ class IngestSettings(_Frozen):
     def secret_values(self) -> list[str]:
         """Return every configured secret, so redaction can mask it wherever it shows up.
 
-        Whole URLs and their user-info passwords (raw and percent-decoded): a driver may
-        print a password without the rest of its URL.
+        Whole URLs, their passwords and secret query values (raw and percent-decoded): a
+        driver may print a password without the rest of its URL.
         """
         values: list[str] = []
         for deployment in self.deployments:
-            urls = [deployment.timescale.url, deployment.redis.url]
-            values += [url.get_secret_value() for url in urls]
-            for url in urls:
-                userinfo = url.get_secret_value().partition("://")[2].rpartition("@")[0]
-                password = userinfo.partition(":")[2]
-                values += [password, unquote(password)]
+            for url in (deployment.timescale.url, deployment.redis.url):
+                values += [url.get_secret_value(), *url_secrets(url.get_secret_value())]
             kafka = deployment.kafka
             if kafka.sasl_password is not None:
                 values.append(kafka.sasl_password.get_secret_value())

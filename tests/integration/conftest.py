@@ -60,7 +60,8 @@ def settings_factory(service_env: dict[str, str]) -> Callable[..., IngestSetting
 
     def build(config_file: str | Path | None = None, **env: str) -> IngestSettings:
         base = {k: v for k, v in service_env.items() if k in _REQUIRED}
-        base.setdefault("INGEST_PROBE_INTERVAL_SECONDS", "0.5")
+        # The timeout must stay below the interval, and the interval at least 1 s.
+        base.setdefault("INGEST_PROBE_INTERVAL_SECONDS", "2.5")
         base.setdefault("INGEST_PROBE_TIMEOUT_SECONDS", "2")
         base.setdefault("INGEST_WEB_LISTEN_ADDRESS", "127.0.0.1:0")
         base["KAFKA_MANIFEST_PUBLISH"] = "false"

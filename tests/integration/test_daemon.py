@@ -114,8 +114,10 @@ async def test_outage_turns_up_to_zero_and_recovery_back_to_one(
 ) -> None:
     """Stopping a service drops its `up` within interval + timeout; restarting restores it."""
     async with _private(service, service_env, tmp_path) as (env, stop, start):
+        # Interval + timeout = 3 s, as the bound below assumes (the timeout must stay below
+        # the interval, so the old 1 s + 2 s became 1.6 s + 1.4 s).
         settings = settings_factory(
-            INGEST_PROBE_INTERVAL_SECONDS="1", INGEST_PROBE_TIMEOUT_SECONDS="2", **env
+            INGEST_PROBE_INTERVAL_SECONDS="1.6", INGEST_PROBE_TIMEOUT_SECONDS="1.4", **env
         )
         async with running_daemon(settings) as (daemon, url):
             await wait_for(lambda: daemon.state.ready, timeout=15)
@@ -202,7 +204,13 @@ async def _spawn(env: dict[str, str], *args: str, listen: str = "127.0.0.1:0") -
     process = await asyncio.create_subprocess_exec(
         *(sys.executable, "-m", "exporter", "run", "--web.listen-address", listen, *args),
         cwd=REPO,
-        env={**os.environ, **env, "INGEST_PROBE_INTERVAL_SECONDS": "0.5"},
+        env={
+            **os.environ,
+            **env,
+            # Fast cycles; the timeout (and an operator probe's 1 s) stays below the interval.
+            "INGEST_PROBE_INTERVAL_SECONDS": "1.5",
+            "INGEST_PROBE_TIMEOUT_SECONDS": "1",
+        },
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )

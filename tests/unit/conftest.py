@@ -33,8 +33,9 @@ def offline_environ(refused_port: int) -> dict[str, str]:
         "REDIS_URL": f"redis://:unit-test-pw@{down}/0",
         "KAFKA_BROKERS": down,
         "INGEST_WEB_LISTEN_ADDRESS": "127.0.0.1:0",
-        "INGEST_PROBE_INTERVAL_SECONDS": "0.05",
-        "INGEST_PROBE_TIMEOUT_SECONDS": "1",
+        # The shortest interval the settings allow; the timeout must stay below it.
+        "INGEST_PROBE_INTERVAL_SECONDS": "1",
+        "INGEST_PROBE_TIMEOUT_SECONDS": "0.5",
         "REDIS_CACHE_STRATEGY": "disabled",
         "KAFKA_MANIFEST_PUBLISH": "false",
     }

@@ -85,8 +85,8 @@ async def test_a_minimal_bundle_runs_only_the_probe_loop(
         assert services.state.sources == []
         info = services.supervisor.get("probe-loop:local")
         assert info is not None
-        # Three missed cycles (interval 0.05 s + timeout 1 s) are a hang.
-        assert info.hang_timeout == pytest.approx(3 * (0.05 + 1.0))
+        # Three missed cycles (interval 1 s + timeout 0.5 s) are a hang.
+        assert info.hang_timeout == pytest.approx(3 * (1.0 + 0.5))
     info = services.supervisor.get("probe-loop:local")
     assert info is not None
     assert info.state is TaskState.CANCELLED
