@@ -47,7 +47,7 @@ __all__ = ["JOB", "PROBE_INTERVAL", "RULES", "SCRAPE_INTERVAL", "Stack", "ingest
 
 JOB = "ingest-e2e"
 SCRAPE_INTERVAL = 1.0
-PROBE_INTERVAL = 1.0
+PROBE_INTERVAL = 2.0
 #: The shipped rules with the test's selector, every duration divided by 12 (60 s -> 5 s).
 RULES = RuleParams(
     selector=f'job="{JOB}"',
@@ -98,7 +98,7 @@ def _config(
             "manifest_publish": True,
             "manifest_interval_seconds": RULES.manifest_interval_seconds,
         },
-        "probes": {"interval_seconds": PROBE_INTERVAL, "timeout_seconds": 2},
+        "probes": {"interval_seconds": PROBE_INTERVAL, "timeout_seconds": 0.75 * PROBE_INTERVAL},
         "deployments": [
             {"name": "e2e"},
             {
