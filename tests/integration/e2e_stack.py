@@ -89,7 +89,8 @@ def _config(
             {"name": "e2e", "table": table, "time_column": "time", "freshness_sla_seconds": 3600}
         ],
         "timescale": {"url": env["TIMESCALEDB_URL"]},
-        "redis": {"url": f"redis://127.0.0.1:{primary}/0"},
+        # The cache is opt-in: the Redis dashboard's cache panels need it on.
+        "redis": {"url": f"redis://127.0.0.1:{primary}/0", "cache": {"strategy": "institutional"}},
         "kafka": {
             "bootstrap_servers": env["KAFKA_BOOTSTRAP_SERVERS"],
             "ingest_topics": {"e2e": f"test.e2e.{unique}"},
@@ -105,6 +106,8 @@ def _config(
                 # The standbys: private streaming replicas of Timescale and of the Redis.
                 "name": "e2e-standby",
                 "timescale": {"url": standby},
+                # A bridge group is one deployment's own.
+                "kafka": {"consumer_group": f"e2e-standby-{unique}"},
                 "redis": {
                     "url": f"redis://127.0.0.1:{replica}/0",
                     "cache": {"strategy": "disabled"},  # a replica is read-only

@@ -157,7 +157,7 @@ async def test_redis_outage_pages_and_resolves_and_a_healthy_run_pages_nobody(
         failures = by_place["overview: Failures by reason A"]
         await _shows(prom, failures, deployment="e2e", reason="refused")
         # A malformed record for the bridge (a rate over 4 s shows it only briefly, so now).
-        # Both deployments' bridges share the consumer group: either may get the record.
+        # Each deployment's bridge has its own group: both decode it and fail.
         await produce(stack.bootstrap, stack.topic, b"not json")
         await _shows(prom, by_place["kafka: Bridge failures A"], reason="decode")
 
