@@ -29,6 +29,7 @@ lint: venv
 
 docs: venv
 	$(BIN)/python -m exporter.telemetry.catalog README.md
+	$(BIN)/python -m exporter.drills docs/failover-drill-snapshot.schema.json
 
 # Regenerate the committed Grafana dashboards and Prometheus rules (a test fails on drift).
 dashboards: venv

@@ -5,11 +5,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self, get_args
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     SecretStr,
     ValidationInfo,
@@ -18,36 +16,18 @@ from pydantic import (
 )
 from redis.connection import URL_QUERY_ARGUMENT_PARSERS
 
+from exporter._drill_settings import TimescaleFailoverDrillSettings
+from exporter._frozen import _IDENTIFIER, _TABLE, Identifier, PositiveSeconds, _Frozen
 from exporter._urls import POSTGRES_QUERY, driver_url
-from exporter.redaction import url_secrets
+from exporter.redaction import option_secrets, url_secrets
 
 DEFAULT_TIMESCALE_URL = "postgresql://ingest:local-dev-pw@127.0.0.1:55432/ingest"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:56379/0"
 DEFAULT_KAFKA_BOOTSTRAP = ("127.0.0.1:59092",)
 DEFAULT_LISTEN_ADDRESS = "0.0.0.0:9817"  # an exporter listens on every interface, like its peers
 
-_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-_TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$")
 _DEPLOYMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]*):(\d{1,5})$")
-
-PositiveSeconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
-# Names that refer to a declared dimension: never a URL or a `user:secret` an error could quote.
-Identifier = Annotated[str, Field(pattern=_IDENTIFIER.pattern)]
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _no_boolean_numbers(cls, value: Any, info: ValidationInfo) -> Any:
-        """Refuse ``true``/``false`` where a number goes (pydantic would read 1 and 0)."""
-        if isinstance(value, bool) and info.field_name is not None:
-            annotation = cls.model_fields[info.field_name].annotation
-            if annotation is not bool and bool not in get_args(annotation):
-                raise ValueError("expected a number, not a boolean")
-        return value
 
 
 def _check_url(
@@ -65,11 +45,23 @@ class TimescaleSettings(_Frozen):
     application_name: str = Field("ingest-exporter", min_length=1, max_length=63)
     pool_max_size: int = Field(2, ge=1, le=20)
     statement_timeout_seconds: PositiveSeconds = 5.0
+    #: A streaming replica: the fallback path failover drills read.
+    replica_url: SecretStr | None = None
+    #: The write endpoint that follows the primary (a multi-host URL with
+    #: ``target_session_attrs=read-write``); ``url`` when unset.
+    write_url: SecretStr | None = None
 
-    @field_validator("url")
+    @field_validator("url", "replica_url", "write_url")
     @classmethod
-    def _url(cls, value: SecretStr) -> SecretStr:
+    def _url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
         return _check_url(value, ("postgresql", "postgres"), "PostgreSQL", POSTGRES_QUERY)
+
+    @property
+    def write_endpoint(self) -> SecretStr:
+        """Return the URL writes go to: ``write_url``, else ``url``."""
+        return self.write_url or self.url
 
 
 CachePreset = Literal["institutional", "bootstrap", "aggressive", "extended", "disabled"]
@@ -194,24 +186,6 @@ class DimensionSettings(_Frozen):
         if isinstance(data, dict) and not data.get("table"):
             return {**data, "table": data.get("name", "")}
         return data
-
-
-class DrillObjectives(_Frozen):
-    """Targets a failover drill is judged against."""
-
-    detection_seconds: PositiveSeconds = 30.0
-    rto_seconds: PositiveSeconds = 120.0
-    rpo_seconds: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 5.0
-
-
-class TimescaleFailoverDrillSettings(_Frozen):
-    """Which Timescale dimensions take part in disaster-recovery drills, and how."""
-
-    enabled: bool = False
-    dimensions: tuple[Identifier, ...] = ()
-    label: str = Field("timescale-failover-drill", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
-    run_fallback: bool = False
-    objectives: DrillObjectives = DrillObjectives()
 
 
 class OperatorProbeSettings(_Frozen):
@@ -364,13 +338,17 @@ class IngestSettings(_Frozen):
         """
         values: list[str] = []
         for deployment in self.deployments:
-            for url in (deployment.timescale.url, deployment.redis.url):
+            timescale = deployment.timescale
+            extra = [u for u in (timescale.replica_url, timescale.write_url) if u is not None]
+            for url in (timescale.url, deployment.redis.url, *extra):
                 values += [url.get_secret_value(), *url_secrets(url.get_secret_value())]
             kafka = deployment.kafka
             if kafka.sasl_password is not None:
                 values.append(kafka.sasl_password.get_secret_value())
             if kafka.sasl_username:
                 values.append(kafka.sasl_username)
+        # A credential given to the drill's injection command as an option (--password=x).
+        values += option_secrets(self.failover_drill.inject_command)
         return [value for value in dict.fromkeys(values) if value]
 
     def dimension(self, name: str) -> DimensionSettings:

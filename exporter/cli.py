@@ -110,7 +110,14 @@ def _parser(typed: Sequence[str] = ()) -> argparse.ArgumentParser:
     probe = commands.add_parser("probe", parents=[common], help="probe once and print the report")
     probe.add_argument("--format", choices=("table", "json"), default=None)
     probe.add_argument("--deployment", help="only this deployment")
-    for each in (parser, run, check, manifest, probe):
+    drill = commands.add_parser("drill", parents=[common], help="run one failover drill")
+    drill.add_argument(
+        "--scenario", choices=("fallback", "switchover", "kill", "observe"), default="fallback"
+    )
+    drill.add_argument("--dimension", action="append", default=[], help="repeatable")
+    drill.add_argument("--deployment", help="the deployment to drill (default: the first)")
+    drill.add_argument("--format", choices=("markdown", "json"), default=None)
+    for each in (parser, run, check, manifest, probe, drill):
         each.typed = typed
     return parser
 
@@ -206,7 +213,32 @@ def _dispatch(args: argparse.Namespace, settings: IngestSettings) -> int:
         code = asyncio.run(_probe(settings, chosen, args.format, redactor))
         _exit_soon(code)  # the report is out: a probe thread still stuck must not hold the exit
         return code
+    if args.command == "drill":
+        code = _drill(args, settings, redactor)
+        _exit_soon(code)
+        return code
     return _run(settings, redactor)
+
+
+def _drill(args: argparse.Namespace, settings: IngestSettings, redactor: Redactor) -> int:
+    """Run ``drill``: 0 when the result is ok; 1 for warn, fail or aborted; 2 when refused."""
+    from exporter.drills.command import exit_ok, run_drill_command
+    from exporter.errors import DrillRefused
+
+    try:
+        snapshot = asyncio.run(
+            run_drill_command(
+                settings,
+                redactor,
+                scenario=args.scenario,
+                dimensions=args.dimension,
+                deployment=args.deployment,
+                fmt=args.format,
+            )
+        )
+    except DrillRefused as exc:
+        _fail(EXIT_CONFIG, f"drill refused: {exc}")
+    return EXIT_OK if exit_ok(snapshot) else EXIT_FAILURE
 
 
 def _check_operator_probes(settings: IngestSettings) -> None:

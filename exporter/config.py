@@ -25,11 +25,11 @@ from pydantic import ValidationError
 
 from exporter._config_errors import Origins, config_error, echoable
 from exporter._config_file import read_secret_file, read_yaml, readable_by_all
+from exporter._drill_settings import DrillObjectives, TimescaleFailoverDrillSettings
 from exporter._settings import (
     CACHE_PRESETS,
     DeploymentSettings,
     DimensionSettings,
-    DrillObjectives,
     IngestSettings,
     KafkaSettings,
     LogSettings,
@@ -38,7 +38,6 @@ from exporter._settings import (
     RedisCacheSettings,
     RedisSettings,
     SupervisorSettings,
-    TimescaleFailoverDrillSettings,
     TimescaleSettings,
     TopicBinding,
     WebSettings,
@@ -77,6 +76,8 @@ ENVIRONMENT: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("TIMESCALEDB_URL", "TIMESCALE_URL", "DATABASE_URL"), "@timescale.url", "PostgreSQL URL"),
     (("TIMESCALE_APPLICATION_NAME",), "@timescale.application_name", "application_name"),
     (("TIMESCALE_POOL_MAX_SIZE",), "@timescale.pool_max_size", "probe pool size"),
+    (("TIMESCALE_REPLICA_URL",), "@timescale.replica_url", "replica PostgreSQL URL"),
+    (("TIMESCALE_WRITE_URL",), "@timescale.write_url", "write-endpoint PostgreSQL URL"),
     (("REDIS_URL",), "@redis.url", "Redis URL"),
     (("REDIS_CACHE_STRATEGY",), "@redis.cache.strategy", "cache policy preset"),
     (("REDIS_CACHE_TTL_SECONDS",), "@redis.cache.ttl_seconds", "cache TTL override"),
@@ -104,6 +105,8 @@ ENVIRONMENT: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("TIMESCALE_FAILOVER_DRILL_DIMENSIONS",), "failover_drill.dimensions", "dimension names"),
     (("TIMESCALE_FAILOVER_DRILL_LABEL",), "failover_drill.label", "label"),
     (("TIMESCALE_FAILOVER_DRILL_RUN_FALLBACK",), "failover_drill.run_fallback", "boolean"),
+    (("TIMESCALE_FAILOVER_DRILL_TOKEN_FILE",), "failover_drill.token_file", "file path"),
+    (("TIMESCALE_FAILOVER_DRILL_SCHEDULE_SECONDS",), "failover_drill.schedule_seconds", "seconds"),
     (("INGEST_PROBE_INTERVAL_SECONDS",), "probes.interval_seconds", "seconds"),
     (("INGEST_PROBE_TIMEOUT_SECONDS",), "probes.timeout_seconds", "seconds"),
     (("INGEST_OPERATOR_PROBES",), "probes.operator", "name=module:function list"),
@@ -121,7 +124,14 @@ _DEPLOYMENT_KEYS = {"deployment": "name"} | {
 }
 # Values that may be secrets: each variable of these also has an X_FILE form.
 _SECRET_PATHS = frozenset(
-    {"@timescale.url", "@redis.url", "@kafka.sasl_username", "@kafka.sasl_password"}
+    {
+        "@timescale.url",
+        "@timescale.replica_url",
+        "@timescale.write_url",
+        "@redis.url",
+        "@kafka.sasl_username",
+        "@kafka.sasl_password",
+    }
 )
 # Values given as one comma-separated string in the environment.
 _LIST_PATHS = frozenset(
@@ -227,6 +237,14 @@ def build_redactor(settings: IngestSettings, environ: Mapping[str, str] | None =
     for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
         userinfo = otel.get(name, "").partition("://")[2].rpartition("@")[0]
         secrets += [userinfo, userinfo.partition(":")[2]]
+    token_file = settings.failover_drill.token_file
+    if token_file is not None:
+        # The drills' bearer token is only ever compared, never shown; masked all the same.
+        try:
+            token = token_file.read_text(encoding="utf-8").strip()
+        except OSError:
+            token = ""  # reported where it is used: POST /api/v1/drills answers 503 and logs
+        secrets.append(token)
     return Redactor(secrets)
 
 

@@ -15,6 +15,8 @@ from prometheus_client import CollectorRegistry
 from exporter import __version__
 from exporter._cleanup import shielded
 from exporter.config import IngestSettings, build_redactor
+from exporter.drills.http import DrillRoutes
+from exporter.drills.service import FailoverDrills
 from exporter.errors import ListenError
 from exporter.manifest import connector_infos
 from exporter.probes.base import Probe
@@ -36,6 +38,8 @@ SHUTDOWN_TIMEOUT = 10.0
 #: Share of the stop budget for the listener: in-flight requests get this long to finish,
 #: then they are cancelled (an on-demand probe must not outlive the connectors it uses).
 _WEB_SHARE = 0.25
+#: Share for running drills to stop their injection command and store their record.
+_DRILL_SHARE = 0.35
 #: The stop bounds each of its steps; the cleanup helper's own bound is only a backstop.
 _STOP_SLACK = 1.0
 
@@ -74,6 +78,12 @@ class Daemon:
             )
             for d in settings.deployments
         ]
+        self.drills = FailoverDrills(
+            settings,
+            {services.name: services for services in self.services},
+            state=self.state,
+            tracer=self.provisioner.tracer,
+        )
         self.stop_event = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
@@ -98,6 +108,7 @@ class Daemon:
             max_body=self.settings.web.max_request_body_bytes,
             web_config=self.web_config,
         )
+        DrillRoutes(self.drills, timeout=self.settings.probes.timeout_seconds).add_to(app)
         self._runner = web.AppRunner(
             app,
             access_log=None,
@@ -125,6 +136,7 @@ class Daemon:
         self.port = sockets[0].getsockname()[1] if sockets else web_settings.port
         for services in self.services:
             await services.start()
+        self.drills.start_jobs(self.supervisor)
         _log.info(
             "exporter_started",
             version=__version__,
@@ -147,6 +159,8 @@ class Daemon:
             await shielded(
                 runner.cleanup(), timeout=max(0.1, timeout * _WEB_SHARE), event="web_stop"
             )
+        # A running drill ends aborted and stores its record while Redis is still open.
+        await self.drills.stop(timeout=timeout * _DRILL_SHARE)
         clean = await self.supervisor.cancel_all(timeout=max(0.1, deadline - time.monotonic()) / 2)
         # Concurrently, each with the whole remaining budget; one failing stop skips no other.
         remaining = max(0.1, deadline - time.monotonic())

@@ -141,10 +141,17 @@ def connector_infos(settings: IngestSettings) -> tuple[ConnectorInfo, ...]:
 def failover_metadata(settings: IngestSettings) -> dict[str, Any] | None:
     """Return the failover-drill settings as JSON data, or ``None`` when drills are off.
 
-    Every field of the drill settings is a name, a flag or a number: none can be a secret.
+    An allow-list: names, flags and numbers only. The injection command's argv may carry a
+    credential and the token file's path says where one lives, so only whether each is set
+    is published.
     """
     drill = settings.failover_drill
-    return drill.model_dump(mode="json") if drill.enabled else None
+    if not drill.enabled:
+        return None
+    data = drill.model_dump(mode="json", exclude={"inject_command", "token_file"})
+    data["inject_command_configured"] = bool(drill.inject_command)
+    data["http_trigger"] = drill.token_file is not None
+    return data
 
 
 def build_manifest(

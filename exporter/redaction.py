@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any, Final, TypeVar, cast
 from urllib.parse import quote, quote_plus, unquote, unquote_plus
@@ -41,6 +41,7 @@ __all__ = [
     "MASK",
     "Redactor",
     "is_secret_key",
+    "option_secrets",
     "redact_bootstrap_servers",
     "redact_text",
     "redact_url",
@@ -337,3 +338,24 @@ def _secret_pattern(secrets: frozenset[str]) -> re.Pattern[str] | None:
         return None
     # Longest first, so a short form never breaks up a longer form that contains it.
     return re.compile("|".join(re.escape(form) for form in sorted(forms, key=len, reverse=True)))
+
+
+def option_secrets(argv: Sequence[str]) -> list[str]:
+    """Return the values of secret-named options in ``argv``: ``--password=x``, ``--token x``.
+
+    Free-text redaction knows ``password=x`` but not a command line's ``--password=x`` (a
+    dash is not part of a key there): register these values as secrets wherever the command
+    line, or what the command prints, may be shown.
+    """
+    found: list[str] = []
+    for index, arg in enumerate(argv):
+        if not arg.startswith("-"):
+            continue
+        name, eq, value = arg.lstrip("-").partition("=")
+        if not is_secret_key(name):
+            continue
+        if eq:
+            found.append(value)
+        elif index + 1 < len(argv):
+            found.append(argv[index + 1])
+    return [value for value in found if value]

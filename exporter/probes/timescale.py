@@ -63,6 +63,14 @@ METRIC_SPECS: tuple[MetricSpec, ...] = (
         f"1 when the server is a standby (pg_is_in_recovery()), else 0. {REFRESHED}",
     ),
     spec(
+        "ingest_timescale_timeline",
+        "gauge",
+        "deployment",
+        "PostgreSQL timeline the server writes (primary) or receives (standby); it goes up "
+        "by one at each promotion. A gauge, so a failover is a change, not a counter reset. "
+        f"{REFRESHED}",
+    ),
+    spec(
         "ingest_timescale_replicas",
         "gauge",
         "deployment",
@@ -227,11 +235,12 @@ class TimescaleProbe:
 
     def _recovery(self, facts: Any) -> Check:
         standby = bool(facts["in_recovery"])
-        return Check(
-            "recovery",
-            detail="standby (in recovery)" if standby else "primary",
-            measurements=(Measurement("ingest_timescale_in_recovery", float(standby)),),
-        )
+        measured = [Measurement("ingest_timescale_in_recovery", float(standby))]
+        detail = "standby (in recovery)" if standby else "primary"
+        if facts["timeline"] is not None:
+            measured.append(Measurement("ingest_timescale_timeline", float(facts["timeline"])))
+            detail += f", timeline {facts['timeline']}"
+        return Check("recovery", detail=detail, measurements=tuple(measured))
 
     async def _replication(self, session: sql.Session, facts: Any) -> list[Check]:
         rows = await session.fetch(sql.REPLICAS)

@@ -67,6 +67,7 @@ _LINKS = (
     ("/api/v1/manifest", "connector manifest (redacted)"),
     ("/api/v1/connectivity", "last connectivity report"),
     ("/api/v1/failover", "failover-drill settings"),
+    ("/api/v1/drills", "failover drills: running and last 50 (POST starts one)"),
 )
 
 
