@@ -1,4 +1,4 @@
-"""The dashboards: Overview and Exporter here, the per-service ones in ``service_boards``."""
+"""The dashboards: Overview, Exporter and drills here, the per-service ones in ``service_boards``."""
 
 from __future__ import annotations
 
@@ -162,6 +162,70 @@ def exporter() -> Dashboard:
     )
 
 
+def drills() -> Dashboard:
+    """Return the Failover drills dashboard: the last drill's verdict and numbers per scenario."""
+    legend = "{{deployment}} {{label}} {{scenario}}"
+    return (
+        board("ingest-drills", "Ingest / Failover drills", "The last failover drill, measured.")
+        .with_panel(
+            stat_panel(
+                "Last drill passed",
+                "1 when the last drill of each deployment, label and scenario ended ok.",
+                "bool_yes_no",
+                [("ingest_failover_drill_success{sel}", legend)],
+                width=12,
+            )
+        )
+        .with_panel(
+            stat_panel(
+                "Time since the last drill",
+                "How long ago the last drill started; more than eight days pages.",
+                "s",
+                [("time() - ingest_failover_drill_last_run_timestamp_seconds{sel}", legend)],
+                width=12,
+            )
+        )
+        .with_panel(
+            series_panel(
+                "Detection, promotion and RTO",
+                "The last drill's phases: fault to detection, detection to promotion, fault to "
+                "the first acknowledged write.",
+                "s",
+                [
+                    ("ingest_failover_drill_detection_seconds{sel}", f"{legend} detection"),
+                    ("ingest_failover_drill_promotion_seconds{sel}", f"{legend} promotion"),
+                    ("ingest_failover_drill_rto_seconds{sel}", f"{legend} RTO"),
+                    ("ingest_failover_drill_duration_seconds{sel}", f"{legend} whole drill"),
+                ],
+            )
+        )
+        .with_panel(
+            series_panel(
+                "Objectives",
+                "The configured drill objectives the measurements are judged against.",
+                "s",
+                [
+                    (
+                        "ingest_failover_drill_objective_seconds{sel}",
+                        "{{deployment}} {{scenario}} {{objective}}",
+                    )
+                ],
+            )
+        )
+        .with_panel(
+            series_panel(
+                "Data lost (RPO)",
+                "WAL bytes past the new timeline's branch point, and acknowledged writes missing.",
+                "bytes",
+                [
+                    ("ingest_failover_drill_rpo_bytes{sel}", f"{legend} bytes"),
+                    ("ingest_failover_drill_lost_writes{sel}", f"{legend} writes"),
+                ],
+            )
+        )
+    )
+
+
 #: File name (without .json) -> builder, in the order the README lists them.
 DASHBOARDS: dict[str, Callable[[], Dashboard]] = {
     "overview": overview,
@@ -169,4 +233,5 @@ DASHBOARDS: dict[str, Callable[[], Dashboard]] = {
     "redis": redis,
     "kafka": kafka,
     "exporter": exporter,
+    "drills": drills,
 }

@@ -78,11 +78,13 @@ def timescale() -> Dashboard:
         .with_panel(
             series_panel(
                 "Role and replicas",
-                "1 while the server is a standby; the number of streaming replicas it serves.",
+                "1 while the server is a standby, the streaming replicas it serves, and its "
+                "timeline (up by one at each promotion).",
                 "short",
                 [
                     ("ingest_timescale_in_recovery{sel}", "{{deployment}} standby"),
                     ("ingest_timescale_replicas{sel}", "{{deployment}} replicas"),
+                    ("ingest_timescale_timeline{sel}", "{{deployment}} timeline"),
                 ],
             )
         )

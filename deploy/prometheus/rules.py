@@ -27,6 +27,8 @@ class RuleParams:
     replication_lag_bytes: int = 256 * 1024 * 1024
     consumer_lag_seconds: int = 300
     redis_memory_ratio: float = 0.9
+    #: A drill older than this is overdue (eight days: a weekly drill plus a day's slack).
+    drill_max_age_seconds: int = 8 * 86400
 
     def m(self, extra: str = "") -> str:
         """Return a matcher block: the selector plus ``extra`` matchers."""
@@ -57,6 +59,65 @@ class Recording:
 
     record: str
     expr: str
+
+
+def _drill_alerts(p: RuleParams) -> list[Alert]:
+    """Return the failover-drill alerts (the drill gauges hold the last drill's numbers)."""
+    by = f"{BY}, label, scenario"
+
+    def over(measured: str, objective: str) -> str:
+        objectives = p.m(f'objective="{objective}"')
+        return (
+            f"max by ({by}) ({measured}{p.m()}) > on ({by}) "
+            f"max by ({by}) (ingest_failover_drill_objective_seconds{objectives})"
+        )
+
+    subject = (
+        "drill {{ $labels.label }} ({{ $labels.scenario }}) of deployment {{ $labels.deployment }}"
+    )
+    return [
+        Alert(
+            "IngestFailoverDrillFailed",
+            f"max by ({by}) (ingest_failover_drill_success{p.m()}) == 0",
+            "warning",
+            "The last failover drill did not pass.",
+            f"The last {subject} ended warn, fail or aborted.",
+            for_seconds=60,
+        ),
+        Alert(
+            "IngestFailoverDrillOverdue",
+            f"time() - max by ({by}) (ingest_failover_drill_last_run_timestamp_seconds{p.m()}) "
+            f"> {p.drill_max_age_seconds}",
+            "warning",
+            "No failover drill ran recently.",
+            f"The last {subject} started {{{{ $value | humanizeDuration }}}} ago.",
+            for_seconds=600,
+        ),
+        Alert(
+            "IngestFailoverDrillRtoOverObjective",
+            over("ingest_failover_drill_rto_seconds", "rto"),
+            "warning",
+            "The last failover drill took longer than the RTO objective.",
+            f"The last {subject} restored writes after {{{{ $value | humanizeDuration }}}}.",
+            for_seconds=60,
+        ),
+        Alert(
+            "IngestFailoverDrillDetectionOverObjective",
+            over("ingest_failover_drill_detection_seconds", "detection"),
+            "warning",
+            "The last failover drill detected the fault later than its objective.",
+            f"The last {subject} detected the fault after {{{{ $value | humanizeDuration }}}}.",
+            for_seconds=60,
+        ),
+        Alert(
+            "IngestFailoverDrillLostWrites",
+            f"max by ({by}) (ingest_failover_drill_lost_writes{p.m()}) > 0",
+            "warning",
+            "The last failover drill lost acknowledged writes (RPO over zero).",
+            f"The last {subject} lost {{{{ $value }}}} acknowledged writes.",
+            for_seconds=60,
+        ),
+    ]
 
 
 def alerts(p: RuleParams) -> list[Alert]:
@@ -150,12 +211,12 @@ def alerts(p: RuleParams) -> list[Alert]:
             keep_firing_seconds=60,
         ),
         Alert(
-            "IngestTimescaleRoleChanged",
-            f"max by ({BY}) (changes(ingest_timescale_in_recovery{p.m()}[10m])) > 0",
+            "IngestTimescaleFailover",
+            f"max by ({BY}) (changes(ingest_timescale_timeline{p.m()}[10m])) > 0",
             "info",
-            "A Timescale server changed role (a failover or switchover happened).",
-            "The server of deployment {{ $labels.deployment }} moved between primary and "
-            "standby in the last 10 minutes; this alert resolves by itself.",
+            "A Timescale server moved to a new timeline (a failover or switchover happened).",
+            "The server of deployment {{ $labels.deployment }} was promoted to a new timeline in "
+            "the last 10 minutes; this alert resolves by itself.",
             for_seconds=0,
         ),
         Alert(
@@ -242,6 +303,7 @@ def alerts(p: RuleParams) -> list[Alert]:
             "{{ $value | humanizeDuration }} ago.",
             for_seconds=300,
         ),
+        *_drill_alerts(p),
         Alert(
             "Watchdog",
             "vector(1)",

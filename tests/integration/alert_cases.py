@@ -53,6 +53,81 @@ def _three(
     ]
 
 
+_DRILL = _D + ', label="q4-dr", scenario="kill"'
+_DRILL_LABELS = {**_DEPLOYMENT, "label": "q4-dr", "scenario": "kill", "severity": "warning"}
+_SUBJECT = "drill q4-dr (kill) of deployment prod"
+
+
+def _drill_cases() -> list[Case]:
+    """Return the cases of the failover-drill alerts (gauges of the last drill)."""
+    rto_objective = {
+        f'ingest_failover_drill_objective_seconds{{{_DRILL}, objective="rto"}}': "120x20"
+    }
+    detection_objective = {
+        f'ingest_failover_drill_objective_seconds{{{_DRILL}, objective="detection"}}': "30x20"
+    }
+    return [
+        # A drill that passed after failing clears the alert; a missing scrape keeps the verdict.
+        *_three(
+            "IngestFailoverDrillFailed",
+            f"ingest_failover_drill_success{{{_DRILL}}}",
+            fires="0x20",
+            quiet="1x20",
+            gap="0 0 _ 0x17",
+            gap_fires=True,
+            at="2m",
+            labels=_DRILL_LABELS,
+            description=f"The last {_SUBJECT} ended warn, fail or aborted.",
+        ),
+        *_three(
+            "IngestFailoverDrillOverdue",
+            f"ingest_failover_drill_last_run_timestamp_seconds{{{_DRILL}}}",
+            fires="-700000x60",
+            quiet="0x60",
+            gap="-700000x10 _x5 -700000x45",
+            gap_fires=True,
+            at="11m",
+            labels=_DRILL_LABELS,
+            description=f"The last {_SUBJECT} started 8d 2h 37m 40s ago.",
+        ),
+        *_three(
+            "IngestFailoverDrillRtoOverObjective",
+            f"ingest_failover_drill_rto_seconds{{{_DRILL}}}",
+            fires="150x20",
+            quiet="90x20",
+            gap="150x5 stale",
+            gap_fires=False,
+            at="2m",
+            labels=_DRILL_LABELS,
+            description=f"The last {_SUBJECT} restored writes after 2m 30s.",
+            also=rto_objective,
+        ),
+        *_three(
+            "IngestFailoverDrillDetectionOverObjective",
+            f"ingest_failover_drill_detection_seconds{{{_DRILL}}}",
+            fires="45x20",
+            quiet="10x20",
+            gap="45x5 stale",
+            gap_fires=False,
+            at="2m",
+            labels=_DRILL_LABELS,
+            description=f"The last {_SUBJECT} detected the fault after 45s.",
+            also=detection_objective,
+        ),
+        *_three(
+            "IngestFailoverDrillLostWrites",
+            f"ingest_failover_drill_lost_writes{{{_DRILL}}}",
+            fires="3x20",
+            quiet="0x20",
+            gap="3 3 _ 3x17",
+            gap_fires=True,
+            at="2m",
+            labels=_DRILL_LABELS,
+            description=f"The last {_SUBJECT} lost 3 acknowledged writes.",
+        ),
+    ]
+
+
 CASES: list[Case] = [
     # One failed scrape among good ones pages nobody.
     *_three(
@@ -154,17 +229,18 @@ CASES: list[Case] = [
         description="The primary of deployment prod had a streaming replica within the last "
         "hour and has none now.",
     ),
+    # A promotion moves the timeline gauge up: a change, never mistaken for a counter reset.
     *_three(
-        "IngestTimescaleRoleChanged",
-        f"ingest_timescale_in_recovery{{{_D}}}",
-        fires="1x10 0x30",
-        quiet="0x40",
-        gap="0x10 _x5 0x25",
+        "IngestTimescaleFailover",
+        f"ingest_timescale_timeline{{{_D}}}",
+        fires="1x10 2x30",
+        quiet="1x40",
+        gap="1x10 _x5 1x25",
         gap_fires=False,
         at="4m",
         labels={**_DEPLOYMENT, "severity": "info"},
-        description="The server of deployment prod moved between primary and standby in the "
-        "last 10 minutes; this alert resolves by itself.",
+        description="The server of deployment prod was promoted to a new timeline in the last "
+        "10 minutes; this alert resolves by itself.",
     ),
     *_three(
         "IngestRedisReplicaLinkDown",
@@ -280,6 +356,7 @@ CASES: list[Case] = [
         labels={**_DEPLOYMENT, "severity": "warning"},
         description="Deployment prod last published its manifest 21m 0s ago.",
     ),
+    *_drill_cases(),
     # The Watchdog fires with and without any input: there is no quiet case by design.
     Case(
         "Watchdog",

@@ -43,7 +43,16 @@ from .pg_instance import PgReplica
 from .prometheus_instance import PrometheusInstance, running_prometheus, scrape_config
 from .redis_instance import RedisServers
 
-__all__ = ["JOB", "PROBE_INTERVAL", "RULES", "SCRAPE_INTERVAL", "Stack", "ingest_stack"]
+__all__ = [
+    "JOB",
+    "PROBE_INTERVAL",
+    "RULES",
+    "SCRAPE_INTERVAL",
+    "Stack",
+    "ingest_stack",
+    "produce",
+    "run_drill",
+]
 
 JOB = "ingest-e2e"
 SCRAPE_INTERVAL = 1.0
@@ -69,6 +78,7 @@ _SERVICE_VARIABLES = (
 class Stack:
     """Handles on every process of the end-to-end stack."""
 
+    config: Path
     redis: RedisServers
     redis_port: int
     replica_port: int
@@ -88,7 +98,9 @@ def _config(
         "dimensions": [
             {"name": "e2e", "table": table, "time_column": "time", "freshness_sla_seconds": 3600}
         ],
-        "timescale": {"url": env["TIMESCALEDB_URL"]},
+        # The replica is also the fallback path a drill reads.
+        "timescale": {"url": env["TIMESCALEDB_URL"], "replica_url": standby},
+        "failover_drill": {"enabled": True, "dimensions": ["e2e"], "label": "e2e"},
         # The cache is opt-in: the Redis dashboard's cache panels need it on.
         "redis": {"url": f"redis://127.0.0.1:{primary}/0", "cache": {"strategy": "institutional"}},
         "kafka": {
@@ -159,11 +171,32 @@ async def produce(bootstrap: str, topic: str, value: bytes) -> None:
         await producer.stop()
 
 
+def _environment() -> dict[str, str]:
+    """Return the daemon's environment: no service variable, so the config file decides."""
+    env = {k: v for k, v in os.environ.items() if k not in _SERVICE_VARIABLES}
+    env["INGEST_LOG_FORMAT"] = "json"
+    return env
+
+
+async def run_drill(config: Path, scenario: str) -> tuple[int | None, str]:
+    """Run ``ingest-exporter drill`` with the stack's configuration; return exit code and output."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "exporter", "drill", f"--config.file={config}"),
+        *("--scenario", scenario, "--format", "json"),
+        cwd=REPO,
+        env=_environment(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await asyncio.wait_for(process.communicate(), timeout=120)
+    return process.returncode, output.decode(errors="replace")
+
+
 @asynccontextmanager
 async def _daemon(config: Path, port: int, log: Path) -> AsyncIterator[None]:
     """Run ``ingest-exporter run`` as a process until the block ends (SIGTERM, then kill)."""
-    env = {k: v for k, v in os.environ.items() if k not in _SERVICE_VARIABLES}
-    env["INGEST_LOG_FORMAT"] = "json"
+    env = _environment()
     sink = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     try:
         process = await asyncio.create_subprocess_exec(
@@ -250,7 +283,15 @@ async def ingest_stack(workdir: Path, env: dict[str, str], unique: str) -> Async
                 ) as prometheus,
             ):
                 yield Stack(
-                    redis, primary, replica, topic, bootstrap, prometheus, alertmanager, receiver
+                    config,
+                    redis,
+                    primary,
+                    replica,
+                    topic,
+                    bootstrap,
+                    prometheus,
+                    alertmanager,
+                    receiver,
                 )
     finally:
         await redis.close()

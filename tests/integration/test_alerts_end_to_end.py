@@ -21,7 +21,16 @@ import pytest
 from deploy.prometheus.rules import alerts
 from tests.waiting import wait_for
 
-from .e2e_stack import JOB, PROBE_INTERVAL, RULES, SCRAPE_INTERVAL, Stack, ingest_stack, produce
+from .e2e_stack import (
+    JOB,
+    PROBE_INTERVAL,
+    RULES,
+    SCRAPE_INTERVAL,
+    Stack,
+    ingest_stack,
+    produce,
+    run_drill,
+)
 from .prometheus_instance import PrometheusInstance
 
 REPO = Path(__file__).resolve().parents[2]
@@ -32,6 +41,17 @@ RATE_INTERVAL = f"{4 * SCRAPE_INTERVAL:g}s"
 _BOUND = {a.name: a for a in alerts(RULES)}
 #: Panels whose series appear with the first failure; the outage phase checks them.
 FAULT_ONLY = frozenset({"overview: Failures by reason A"})
+#: The drill panels fill after a drill: the test runs a `fallback` drill after the steady run.
+DRILL_PANELS = "drills: "
+#: What a `fallback` drill does not measure (it injects no fault): no phase times, no loss.
+NOT_IN_FALLBACK = frozenset(
+    {
+        "drills: Detection, promotion and RTO A",
+        "drills: Detection, promotion and RTO B",
+        "drills: Detection, promotion and RTO C",
+        "drills: Data lost (RPO) B",
+    }
+)
 
 
 def _seconds(duration: str) -> float:
@@ -118,7 +138,12 @@ async def test_redis_outage_pages_and_resolves_and_a_healthy_run_pages_nobody(
     queries = _dashboard_queries()
     async with ingest_stack(tmp_path, service_env, unique) as stack:
         prom = stack.prometheus
-        healthy = [(where, expr) for where, expr in queries if where not in FAULT_ONLY]
+        healthy = [
+            (where, expr)
+            for where, expr in queries
+            if where not in FAULT_ONLY
+            and (not where.startswith(DRILL_PANELS) or "Objectives" in where)
+        ]
         await prom.wait_until(
             lambda: _empty(prom, healthy),
             lambda empty: not empty,
@@ -129,6 +154,21 @@ async def test_redis_outage_pages_and_resolves_and_a_healthy_run_pages_nobody(
 
         fired = await _steady(stack, STEADY_SECONDS)
         assert fired == {"Watchdog"}, f"a healthy run paged: {sorted(fired)}"
+
+        # A fallback drill (reads the replica, injects nothing) fills the drill panels.
+        code, output = await run_drill(stack.config, "fallback")
+        assert code in (0, 1), output  # 1: a warn verdict is still a recorded drill
+        drilled = [
+            (where, expr)
+            for where, expr in queries
+            if where.startswith(DRILL_PANELS) and where not in NOT_IN_FALLBACK
+        ]
+        await prom.wait_until(
+            lambda: _empty(prom, drilled),
+            lambda empty: not empty,
+            timeout=30,
+            what="the drill panels a fallback drill fills",
+        )
 
         # The outage: stop the deployment's private Redis.
         await stack.redis.stop(stack.redis_port)
