@@ -34,9 +34,13 @@ class RuleParams:
         """Return a matcher block: the selector plus ``extra`` matchers."""
         return "{" + ", ".join(part for part in (self.selector, extra) if part) + "}"
 
+    def scaled(self, seconds: float) -> int:
+        """Return ``seconds`` scaled by ``time_scale``, in whole seconds (at least 1)."""
+        return max(1, round(seconds * self.time_scale))
+
     def duration(self, seconds: float) -> str:
         """Return ``seconds`` scaled by ``time_scale`` as a Prometheus duration."""
-        scaled = max(1, round(seconds * self.time_scale))
+        scaled = self.scaled(seconds)
         return f"{scaled // 60}m" if scaled % 60 == 0 else f"{scaled}s"
 
 

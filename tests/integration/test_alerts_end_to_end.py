@@ -54,11 +54,6 @@ NOT_IN_FALLBACK = frozenset(
 )
 
 
-def _seconds(duration: str) -> float:
-    """Return a Prometheus duration such as ``5s`` or ``2m`` in seconds."""
-    return float(duration[:-1]) * {"s": 1, "m": 60}[duration[-1]]
-
-
 def _all(expr: str) -> str:
     """Return a dashboard expression as Grafana sends it with every variable at "All"."""
     expr = re.sub(r"\$(job|instance|deployment)\b", ".+", expr)
@@ -174,9 +169,7 @@ async def test_redis_outage_pages_and_resolves_and_a_healthy_run_pages_nobody(
         await stack.redis.stop(stack.redis_port)
         stopped = time.monotonic()
         rule = _BOUND["IngestConnectorDown"]
-        bound = (
-            _seconds(RULES.duration(rule.for_seconds)) + 2 * SCRAPE_INTERVAL + PROBE_INTERVAL + 5
-        )
+        bound = RULES.scaled(rule.for_seconds) + 2 * SCRAPE_INTERVAL + PROBE_INTERVAL + 5
         subject = {"alertname": "IngestConnectorDown", "deployment": "e2e", "connector": "redis"}
         arrived = await _wait_notification(stack, "firing", bound, **subject)
         paged = stack.receiver.first("firing", **subject)
@@ -204,7 +197,7 @@ async def test_redis_outage_pages_and_resolves_and_a_healthy_run_pages_nobody(
         # Recovery: the same port again; the alert resolves.
         await stack.redis.start(port=stack.redis_port)
         restarted = time.monotonic()
-        keep = _seconds(RULES.duration(rule.keep_firing_seconds))
+        keep = RULES.scaled(rule.keep_firing_seconds)
         resolved = await _wait_notification(
             stack, "resolved", keep + 2 * SCRAPE_INTERVAL + PROBE_INTERVAL + 10, **subject
         )
