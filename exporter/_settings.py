@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     Field,
+    FilePath,
     SecretStr,
     ValidationInfo,
     field_validator,
@@ -18,6 +19,7 @@ from redis.connection import URL_QUERY_ARGUMENT_PARSERS
 
 from exporter._drill_settings import TimescaleFailoverDrillSettings
 from exporter._frozen import _IDENTIFIER, _TABLE, Identifier, PositiveSeconds, _Frozen
+from exporter._kafka_settings import KafkaLagSettings, check_sasl, check_tls_files
 from exporter._urls import POSTGRES_QUERY, driver_url
 from exporter.redaction import option_secrets, url_secrets
 
@@ -79,7 +81,7 @@ CACHE_PRESETS: dict[str, tuple[int, int]] = {
 class RedisCacheSettings(_Frozen):
     """Redis cache policy: a preset plus optional overrides, enforced on the server."""
 
-    strategy: CachePreset = "institutional"
+    strategy: CachePreset = "disabled"
     ttl_seconds: int | None = Field(None, gt=0)
     max_keys: int | None = Field(None, gt=0)
     namespace: str = Field("ingest:cache", min_length=1, max_length=128)
@@ -123,22 +125,30 @@ class TopicBinding(_Frozen):
 
 
 class KafkaSettings(_Frozen):
-    """Connection to the Kafka cluster, the ingest bridge and the manifest stream."""
+    """Connection to the Kafka cluster, lag of named groups, the bridge and the manifest."""
 
     bootstrap_servers: tuple[str, ...] = DEFAULT_KAFKA_BOOTSTRAP
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+    #: PEM CA bundle that verifies the brokers (default: the system's trust store).
+    ssl_cafile: FilePath | None = None
+    #: PEM client certificate (chain) for brokers that require one (mutual TLS).
+    ssl_certfile: FilePath | None = None
+    #: PEM private key of ``ssl_certfile`` (omit when the certificate file holds it).
+    ssl_keyfile: FilePath | None = None
     client_id: str = Field("ingest-exporter", min_length=1)
     ingest_topics: tuple[TopicBinding, ...] = ()
     consumer_group: str = Field("ingest-exporter", min_length=1)
+    allow_shared_group: bool = False
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     commit_mode: Literal["after_delivery", "periodic"] = "after_delivery"
     manifest_topic: str = Field("telemetry.ingest.manifest", pattern=r"^[A-Za-z0-9._-]+$")
-    manifest_publish: bool = True
+    manifest_publish: bool = False
     manifest_interval_seconds: PositiveSeconds = 300.0
     canary_topic: str | None = Field(None, pattern=r"^[A-Za-z0-9._-]+$")
+    lag: KafkaLagSettings = KafkaLagSettings()
 
     @field_validator("bootstrap_servers", mode="before")
     @classmethod
@@ -158,6 +168,14 @@ class KafkaSettings(_Frozen):
         if isinstance(value, dict):
             return [{"dimension": d, "topic": t} for d, t in value.items()]
         return value
+
+    @model_validator(mode="after")
+    def _security(self) -> Self:
+        """Check the SASL settings and the TLS files as wholes (see ``_kafka_settings``)."""
+        protocol, mechanism = self.security_protocol, self.sasl_mechanism
+        check_sasl(protocol, mechanism, self.sasl_username, self.sasl_password)
+        check_tls_files(protocol, self.ssl_cafile, self.ssl_certfile, self.ssl_keyfile)
+        return self
 
 
 class DeploymentSettings(_Frozen):
@@ -341,7 +359,10 @@ class IngestSettings(_Frozen):
             timescale = deployment.timescale
             extra = [u for u in (timescale.replica_url, timescale.write_url) if u is not None]
             for url in (timescale.url, deployment.redis.url, *extra):
-                values += [url.get_secret_value(), *url_secrets(url.get_secret_value())]
+                secrets = url_secrets(url.get_secret_value())
+                # The whole URL too when it holds a secret (a driver may echo it); a URL
+                # without one stays readable in logs and errors.
+                values += [url.get_secret_value(), *secrets] if secrets else []
             kafka = deployment.kafka
             if kafka.sasl_password is not None:
                 values.append(kafka.sasl_password.get_secret_value())

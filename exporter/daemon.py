@@ -24,7 +24,7 @@ from exporter.provisioner import InstitutionalIngestProvisioner, InstitutionalIn
 from exporter.redaction import Redactor
 from exporter.state import ExporterState
 from exporter.supervisor import TaskSupervisor
-from exporter.telemetry.metrics import IngestCollector, MetricsRenderer
+from exporter.telemetry.metrics import IngestCollector, MetricsRenderer, runtime_registry
 from exporter.telemetry.tracing import configure_tracing, shutdown_tracing, tracer_for
 from exporter.telemetry.web import WebApp, build_app
 from exporter.telemetry.webconfig import WebConfig, load_web_config
@@ -63,7 +63,9 @@ class Daemon:
         self.supervisor = TaskSupervisor(redact=self.redactor, on_change=self.state.touch)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(IngestCollector(self.state, tasks=self.supervisor.describe))
-        self.renderer = MetricsRenderer(self.registry, self.state)
+        # process_* and python_*: the daemon's own, rendered fresh on each scrape.
+        self.runtime_registry = runtime_registry()
+        self.renderer = MetricsRenderer(self.registry, self.state, live=self.runtime_registry)
         # From the OTEL_* variables; None (a no-op tracer) when OTEL_SDK_DISABLED=true.
         self.tracer_provider = configure_tracing(redactor=self.redactor)
         self.provisioner = InstitutionalIngestProvisioner(

@@ -13,8 +13,8 @@ from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict
 
-from exporter.config import DeploymentSettings, IngestSettings
-from exporter.redaction import MASK, redact_bootstrap_servers, redact_url
+from exporter.config import DeploymentSettings, IngestSettings, redacted_endpoints
+from exporter.redaction import MASK, redact_url
 from exporter.state import ConnectorInfo
 
 __all__ = [
@@ -117,24 +117,12 @@ def kafka_metadata(deployment: DeploymentSettings) -> dict[str, Any]:
     }
 
 
-def endpoints(deployment: DeploymentSettings) -> dict[str, str]:
-    """Return each connector's redacted endpoint."""
-    mask = deployment.mask_hosts
-    return {
-        "timescale": redact_url(deployment.timescale.url.get_secret_value(), mask_hosts=mask),
-        "redis": redact_url(deployment.redis.url.get_secret_value(), mask_hosts=mask),
-        "kafka": ",".join(
-            redact_bootstrap_servers(deployment.kafka.bootstrap_servers, mask_hosts=mask)
-        ),
-    }
-
-
 def connector_infos(settings: IngestSettings) -> tuple[ConnectorInfo, ...]:
     """Return the ``ingest_connector_info`` rows of every deployment."""
     return tuple(
         ConnectorInfo(deployment.name, name, name, endpoint)
         for deployment in settings.deployments
-        for name, endpoint in endpoints(deployment).items()
+        for name, endpoint in redacted_endpoints(deployment).items()
     )
 
 
@@ -181,7 +169,7 @@ def build_manifest(
         "kafka": kafka_metadata(deployment),
     }
     entries = []
-    for name, endpoint in endpoints(deployment).items():
+    for name, endpoint in redacted_endpoints(deployment).items():
         views = list(supervision.get(name, ()))
         meta = dict(metadata[name])
         if name in live:

@@ -20,6 +20,9 @@ Documented limits:
   quote in it is only removed there if it is a known secret.
 * Known secrets shorter than three characters are not replaced in free text: masking every
   ``a`` or ``42`` would destroy messages without protecting anything worth protecting.
+* ``ExceptionName: message`` is not a secret pair even when the name holds ``auth`` or
+  ``pass`` (``AuthenticationError: WRONGPASS ...``): it is a driver's error, and masking its
+  first word hides why the connection failed.
 * Redis ``AUTH`` commands are recognised in upper case only (lower case is usually prose);
   ``auth=...`` and ``auth: ...`` pairs are masked in any case.
 """
@@ -80,6 +83,12 @@ _VALUE_RE: Final = re.compile(
     | (?:(?i:bearer|basic|token|digest|negotiate)[ \t]+)?\S+
     """,
     re.VERBOSE,
+)
+# An exception's class name before its message ("AuthenticationError: WRONGPASS ..."): the
+# word after it is the message, not a value of an "auth" key. Known secrets in the message
+# are still replaced, and URLs in it still parsed.
+_EXCEPTION_NAME_RE: Final = re.compile(
+    r"(?:[A-Z][a-z0-9]+)+(?:Error|Exception|Failed|Failure|Warning)"
 )
 _AUTH_RE: Final = re.compile(r"\bAUTH\b[ \t'\",]+[^\s'\",][^\r\n]*")
 
@@ -144,7 +153,9 @@ def url_secrets(url: str) -> list[str]:
         The non-empty pieces, without duplicates.
     """
     raw = url.strip().partition("://")[2]
-    candidates = [authority(url).partition("@")[0].partition(":")[2]]
+    userinfo, at, _ = authority(url).partition("@")
+    # Without an '@' there is no user-info: what follows a ':' is a port, not a password.
+    candidates = [userinfo.partition(":")[2]] if at else []
     parts = split_url(url)
     if parts is not None and parts.password is not None:
         candidates.append(parts.password)
@@ -306,7 +317,9 @@ def _redact_prose(text: str) -> str:
     while (key := _KEY_RE.search(text, pos)) is not None:
         out.append(text[pos : key.end()])
         pos = key.end()
-        value = _VALUE_RE.match(text, pos) if is_secret_key(key.group("key")) else None
+        name = key.group("key")
+        secret = is_secret_key(name) and not _EXCEPTION_NAME_RE.fullmatch(name)
+        value = _VALUE_RE.match(text, pos) if secret else None
         if value is not None:
             raw = value.group()
             quoted = len(raw) > 1 and raw[0] in "\"'" and raw[-1] == raw[0]

@@ -170,6 +170,12 @@ class TimescaleProbe:
         self.dimensions = tuple(dimensions)
         self._history = history if history is not None else sql.history_for(timescale)
 
+    @property
+    def checks(self) -> tuple[str, ...]:
+        """Return the checks every run reports (``jobs`` too once the server has shown it)."""
+        names = ["connect", "recovery", "replication", "connections", "extension"]
+        return (*names, *(self._dimension_check(d) for d in self.dimensions))
+
     async def __call__(self) -> list[Check]:
         """Run every check on one pooled connection."""
         loop = asyncio.get_running_loop()
@@ -209,8 +215,7 @@ class TimescaleProbe:
             raise
         except Exception as exc:  # noqa: BLE001 - a failed statement is data
             # Every check needs these facts: report each as not run, so the set is stable.
-            names = ["recovery", "replication", "connections", "extension"]
-            names += [self._dimension_check(d) for d in self.dimensions]
+            names = self.checks[1:]
             detail = f"not run: server facts unavailable ({sql.brief(exc)})"
             return [
                 Check("connect", latency_seconds=latency),
