@@ -6,6 +6,9 @@ from dataclasses import dataclass
 
 __all__ = ["Alert", "Recording", "RuleParams", "alerts", "recordings"]
 
+DOWN = 'status="down"'
+#: Degraded (answers, but wrong) or unknown (could not be judged, e.g. missing grants).
+NOT_OK = 'status=~"degraded|unknown"'
 #: The labels every alert is aggregated by (plus the alert's own subject label, if any).
 BY = "job, instance, deployment"
 
@@ -63,6 +66,17 @@ class Recording:
 
     record: str
     expr: str
+
+
+def _status(p: RuleParams, status: str, extra: str = "") -> str:
+    """Return the checks whose ``ingest_check_status`` state matching ``status`` is 1."""
+    by = ", ".join(part for part in (BY, "connector, check", extra) if part)
+    return f"(max by ({by}) (ingest_check_status{p.m(status)}) == 1)"
+
+
+def _reason(p: RuleParams) -> str:
+    """Return each check's current reason (``none`` when it has none) as a ``reason`` label."""
+    return f"max by ({BY}, connector, check, reason) (ingest_check_reason{p.m()} == 1)"
 
 
 def _drill_alerts(p: RuleParams) -> list[Alert]:
@@ -159,14 +173,27 @@ def alerts(p: RuleParams) -> list[Alert]:
             keep_firing_seconds=30,
         ),
         Alert(
-            "IngestCheckFailing",
-            f"max by ({BY}, connector, check) (ingest_check_up{p.m()}) == 0",
+            "IngestCheckDown",
+            f"{_status(p, DOWN)} * on ({BY}, connector, check) group_left (reason) {_reason(p)}",
             "warning",
-            "An ingest health check is not ok.",
+            "An ingest health check has been down for several minutes.",
             "Check {{ $labels.check }} of {{ $labels.connector }} in deployment "
-            "{{ $labels.deployment }} is degraded, down or unknown; "
-            "ingest_probe_failures_total names the reason.",
+            "{{ $labels.deployment }} is down (reason {{ $labels.reason }}).",
             for_seconds=300,
+            keep_firing_seconds=60,
+        ),
+        Alert(
+            "IngestCheckNotOk",
+            # Checks its connector's outage left unknown are IngestConnectorDown's, not this.
+            f"{_status(p, NOT_OK, 'status')} "
+            f"* on ({BY}, connector, check) group_left (reason) {_reason(p)} "
+            f"unless on ({BY}, connector) max by ({BY}, connector) "
+            f"(ingest_connector_up{p.m()}) == 0",
+            "warning",
+            "An ingest health check has been degraded or unknown for a long time.",
+            "Check {{ $labels.check }} of {{ $labels.connector }} in deployment "
+            "{{ $labels.deployment }} is {{ $labels.status }} (reason {{ $labels.reason }}).",
+            for_seconds=900,
             keep_firing_seconds=60,
         ),
         Alert(
@@ -247,12 +274,13 @@ def alerts(p: RuleParams) -> list[Alert]:
         ),
         Alert(
             "IngestKafkaConsumerLagHigh",
-            f"max by ({BY}, topic) (ingest_kafka_consumer_lag_seconds{p.m()}) "
+            f"max by ({BY}, group, topic) (ingest_kafka_consumer_lag_seconds{p.m()}) "
             f"> {p.consumer_lag_seconds}",
             "warning",
-            "The ingest consumer group lags behind its topic.",
-            "The oldest unconsumed event of topic {{ $labels.topic }} in deployment "
-            "{{ $labels.deployment }} is {{ $value | humanizeDuration }} old.",
+            "A consumer group of the ingest pipeline lags behind its topic.",
+            "The oldest event of topic {{ $labels.topic }} that group {{ $labels.group }} has "
+            "not consumed (deployment {{ $labels.deployment }}) is "
+            "{{ $value | humanizeDuration }} old.",
             for_seconds=600,
             keep_firing_seconds=120,
         ),

@@ -53,6 +53,62 @@ def _three(
     ]
 
 
+_KAFKA = _D + ', connector="kafka"'
+_TOPICS = _KAFKA + ', check="topics"'
+_CHECK_LABELS = {**_DEPLOYMENT, "connector": "kafka", "check": "topics", "severity": "warning"}
+
+
+def _check_cases() -> list[Case]:
+    """Return the cases of the per-check alerts (the status state set joined to the reason)."""
+    down = f'ingest_check_status{{{_TOPICS}, status="down"}}'
+    degraded = f'ingest_check_status{{{_TOPICS}, status="degraded"}}'
+    reason = f'ingest_check_reason{{{_TOPICS}, reason="missing"}}'
+    connector = f"ingest_connector_up{{{_KAFKA}}}"
+    down_labels = {**_CHECK_LABELS, "reason": "missing"}
+    not_ok_labels = {**down_labels, "status": "degraded"}
+    return [
+        *_three(
+            "IngestCheckDown",
+            down,
+            fires="1x40",
+            quiet="0x40",
+            # Two missed scrapes neither resolve the alert nor restart its `for:`.
+            gap="1x10 _ _ 1x27",
+            gap_fires=True,
+            at="6m",
+            labels=down_labels,
+            description="Check topics of kafka in deployment prod is down (reason missing).",
+            also={reason: "1x40"},
+        ),
+        Case(
+            "IngestCheckNotOk",
+            "fires",
+            {degraded: "1x70", reason: "1x70", connector: "1x70"},
+            "16m",
+            not_ok_labels,
+            "Check topics of kafka in deployment prod is degraded (reason missing).",
+        ),
+        # Checks left unknown by their connector's outage page as IngestConnectorDown only.
+        Case(
+            "IngestCheckNotOk",
+            "quiet",
+            {
+                f'ingest_check_status{{{_TOPICS}, status="unknown"}}': "1x70",
+                f'ingest_check_reason{{{_TOPICS}, reason="refused"}}': "1x70",
+                connector: "0x70",
+            },
+            "16m",
+        ),
+        # A check back to ok for one cycle restarts the 15 minutes.
+        Case(
+            "IngestCheckNotOk",
+            "gap",
+            {degraded: "1x30 0 1x39", reason: "1x70", connector: "1x70"},
+            "16m",
+        ),
+    ]
+
+
 _DRILL = _D + ', label="q4-dr", scenario="kill"'
 _DRILL_LABELS = {**_DEPLOYMENT, "label": "q4-dr", "scenario": "kill", "severity": "warning"}
 _SUBJECT = "drill q4-dr (kill) of deployment prod"
@@ -166,18 +222,7 @@ CASES: list[Case] = [
         labels={**_DEPLOYMENT, "connector": "redis", "severity": "critical"},
         description="Connector redis of deployment prod (instance exp:9817) has a check down.",
     ),
-    *_three(
-        "IngestCheckFailing",
-        f'ingest_check_up{{{_D}, connector="kafka", check="topics"}}',
-        fires="0x40",
-        quiet="1x40",
-        gap="1x10 _ _ 0 1x27",
-        gap_fires=False,
-        at="6m",
-        labels={**_DEPLOYMENT, "connector": "kafka", "check": "topics", "severity": "warning"},
-        description="Check topics of kafka in deployment prod is degraded, down or unknown; "
-        "ingest_probe_failures_total names the reason.",
-    ),
+    *_check_cases(),
     # Timestamps that keep pace with time are fresh; a 60 s gap is under three intervals + for.
     *_three(
         "IngestProbeStale",
@@ -288,14 +333,15 @@ CASES: list[Case] = [
     # A stale marker restarts `for:`: 8 minutes of lag after it are not yet 10.
     *_three(
         "IngestKafkaConsumerLagHigh",
-        f'ingest_kafka_consumer_lag_seconds{{{_D}, topic="trades"}}',
+        f'ingest_kafka_consumer_lag_seconds{{{_D}, group="writer", topic="trades"}}',
         fires="900x60",
         quiet="10x60",
         gap="900x10 stale 900x49",
         gap_fires=False,
         at="11m",
-        labels={**_DEPLOYMENT, "topic": "trades", "severity": "warning"},
-        description="The oldest unconsumed event of topic trades in deployment prod is 15m 0s old.",
+        labels={**_DEPLOYMENT, "group": "writer", "topic": "trades", "severity": "warning"},
+        description="The oldest event of topic trades that group writer has not consumed "
+        "(deployment prod) is 15m 0s old.",
     ),
     *_three(
         "IngestKafkaPartitionsWithoutLeader",

@@ -48,7 +48,7 @@ def test_amtool_check_config_accepts_the_example() -> None:
             ["alertname=IngestExporterDown", "severity=critical", "job=ingest-exporter"],
             "ingest-pager",
         ),
-        (["alertname=IngestCheckFailing", "severity=warning"], "ingest-tickets"),
+        (["alertname=IngestCheckDown", "severity=warning"], "ingest-tickets"),
         (["alertname=IngestTimescaleRoleChanged", "severity=info"], "ingest-info"),
         (["alertname=SomethingElse"], "ingest-tickets"),
     ],

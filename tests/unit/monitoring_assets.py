@@ -33,7 +33,19 @@ RULES_DIR = REPO / "deploy" / "prometheus"
 #: Series Prometheus itself adds to every target (not declared by the daemon).
 PROMETHEUS_SERIES = frozenset({"up", "scrape_duration_seconds", "scrape_samples_scraped"})
 _KEYWORDS = frozenset(
-    {"by", "on", "and", "or", "unless", "bool", "without", "ignoring", "group_left", "offset"}
+    {
+        "by",
+        "on",
+        "and",
+        "or",
+        "unless",
+        "bool",
+        "without",
+        "ignoring",
+        "group_left",
+        "group_right",
+        "offset",
+    }
 )
 _NAME = re.compile(r"(?<![$\w:])[a-zA-Z_:][a-zA-Z0-9_:]*")
 
@@ -63,7 +75,11 @@ def _mask(expr: str) -> str:
     masked = re.sub(r'"[^"]*"', _blank, expr)
     masked = re.sub(r"\{[^}]*\}", _blank, masked)
     masked = re.sub(r"\[[^\]]*\]", _blank, masked)
-    return re.sub(r"\b(by|on|without|ignoring)\s*\([^)]*\)", lambda m: " " * len(m.group()), masked)
+    return re.sub(
+        r"\b(by|on|without|ignoring|group_left|group_right)\s*\([^)]*\)",
+        lambda m: " " * len(m.group()),
+        masked,
+    )
 
 
 @dataclass(frozen=True)
