@@ -36,15 +36,31 @@ def overview() -> Dashboard:
         .with_panel(
             stat_panel(
                 "Checks not ok",
-                "Checks per connector whose last status was degraded, down or unknown.",
+                "Checks per connector whose last status was degraded, down or unknown (every "
+                "check is reported in every cycle, so 0 means all ok).",
                 "short",
                 [
                     (
-                        "sum by (deployment, connector) (1 - ingest_check_up{sel})",
+                        'sum by (deployment, connector) (ingest_check_status{sel, status!="ok"})',
                         "{{deployment}} {{connector}}",
                     )
                 ],
                 width=12,
+            )
+        )
+        .with_panel(
+            stat_panel(
+                "Failing checks and reasons",
+                "Each check that has a failure reason now; the legend names the check and the "
+                "reason (empty while all is well).",
+                "none",
+                [
+                    (
+                        'max by (deployment, connector, check, reason) (ingest_check_reason{sel, reason!="none"})',
+                        "{{deployment}} {{connector}}/{{check}}: {{reason}}",
+                    )
+                ],
+                width=24,
             )
         )
         .with_panel(

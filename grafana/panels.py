@@ -23,8 +23,8 @@ SEL = ISEL + ', deployment=~"$deployment"'
 
 
 def _expr(template: str) -> str:
-    """Fill ``{sel}`` / ``{isel}`` in a query template."""
-    return template.replace("{sel}", "{" + SEL + "}").replace("{isel}", "{" + ISEL + "}")
+    """Fill ``{sel`` / ``{isel`` in a query template (more matchers may follow: ``{sel, x}``)."""
+    return template.replace("{sel", "{" + SEL).replace("{isel", "{" + ISEL)
 
 
 def _variable(name: str, query: str, description: str) -> dashboard.QueryVariable:

@@ -261,12 +261,13 @@ def kafka() -> Dashboard:
         .with_panel(
             series_panel(
                 "Consumer lag (messages)",
-                "Messages between the ingest group's committed offsets and the high watermarks.",
+                "Messages between each group's committed offsets and the high watermarks: the "
+                "bridge's group and the KAFKA_LAG_GROUPS ones (read, never joined).",
                 "short",
                 [
                     (
-                        "sum by (deployment, topic) (ingest_kafka_consumer_lag_messages{sel})",
-                        "{{deployment}} {{topic}}",
+                        "sum by (deployment, group, topic) (ingest_kafka_consumer_lag_messages{sel})",
+                        "{{deployment}} {{group}} {{topic}}",
                     )
                 ],
             )
@@ -274,9 +275,32 @@ def kafka() -> Dashboard:
         .with_panel(
             series_panel(
                 "Consumer lag (seconds)",
-                "Age of the oldest event the ingest group has not consumed (0 when caught up).",
+                "Age of the oldest event each group has not consumed (0 when caught up).",
                 "s",
-                [("ingest_kafka_consumer_lag_seconds{sel}", "{{deployment}} {{topic}}")],
+                [("ingest_kafka_consumer_lag_seconds{sel}", "{{deployment}} {{group}} {{topic}}")],
+            )
+        )
+        .with_panel(
+            series_panel(
+                "Consumer group members",
+                "Live members of each KAFKA_LAG_GROUPS group: 0 means nothing consumes.",
+                "short",
+                [("ingest_kafka_consumer_group_members{sel}", "{{deployment}} {{group}}")],
+            )
+        )
+        .with_panel(
+            stat_panel(
+                "Consumer group state",
+                "The coordinator's state of each KAFKA_LAG_GROUPS group (in the legend): Stable, "
+                "Empty, rebalancing or Dead.",
+                "none",
+                [
+                    (
+                        "max by (deployment, group, state) (ingest_kafka_consumer_group_state{sel}) == 1",
+                        "{{deployment}} {{group}} {{state}}",
+                    )
+                ],
+                width=12,
             )
         )
         .with_row(Row("Bridge"))

@@ -107,6 +107,8 @@ def _config(
             "bootstrap_servers": env["KAFKA_BOOTSTRAP_SERVERS"],
             "ingest_topics": {"e2e": f"test.e2e.{unique}"},
             "consumer_group": f"e2e-{unique}",
+            # Read-only lag of a named group (the bridge's own here) fills the group panels.
+            "lag": {"groups": [f"e2e-{unique}"]},
             "manifest_topic": f"test.e2e.manifest.{unique}",
             "manifest_publish": True,
             "manifest_interval_seconds": RULES.manifest_interval_seconds,

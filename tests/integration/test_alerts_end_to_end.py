@@ -39,8 +39,9 @@ STEADY_SECONDS = float(os.environ.get("INGEST_E2E_STEADY_SECONDS", "120"))
 #: Grafana's $__rate_interval for a 1 s scrape interval: four scrape intervals.
 RATE_INTERVAL = f"{4 * SCRAPE_INTERVAL:g}s"
 _BOUND = {a.name: a for a in alerts(RULES)}
-#: Panels whose series appear with the first failure; the outage phase checks them.
-FAULT_ONLY = frozenset({"overview: Failures by reason A"})
+#: Panels whose series appear with the first failure; the outage phase checks them. (Failure
+#: counters start at 0, so "Failures by reason" has series from the first scrape.)
+FAULT_ONLY = frozenset({"overview: Failing checks and reasons A"})
 #: The drill panels fill after a drill: the test runs a `fallback` drill after the steady run.
 DRILL_PANELS = "drills: "
 #: What a `fallback` drill does not measure (it injects no fault): no phase times, no loss.
@@ -189,10 +190,26 @@ async def test_redis_outage_pages_and_resolves_and_a_healthy_run_pages_nobody(
         by_place = dict(queries)
         failures = by_place["overview: Failures by reason A"]
         await _shows(prom, failures, deployment="e2e", reason="refused")
+        failing = by_place["overview: Failing checks and reasons A"]
+        await _shows(prom, failing, deployment="e2e", connector="redis", reason="refused")
         # A malformed record for the bridge (a rate over 4 s shows it only briefly, so now).
         # Each deployment's bridge has its own group: both decode it and fail.
         await produce(stack.bootstrap, stack.topic, b"not json")
         await _shows(prom, by_place["kafka: Bridge failures A"], reason="decode")
+
+        # The check behind it, down with its reason, once the check alert's `for:` has passed.
+        check_rule = _BOUND["IngestCheckDown"]
+        check_bound = (
+            RULES.scaled(check_rule.for_seconds) + 2 * SCRAPE_INTERVAL + PROBE_INTERVAL + 5
+        )
+        check = {**subject, "alertname": "IngestCheckDown", "check": "ping", "reason": "refused"}
+        await _wait_notification(stack, "firing", check_bound, **check)
+        ticket = stack.receiver.first("firing", **check)
+        assert ticket is not None
+        assert ticket.receiver == "ingest-tickets"
+        assert ticket.annotations["description"] == (
+            "Check ping of redis in deployment e2e is down (reason refused)."
+        )
 
         # Recovery: the same port again; the alert resolves.
         await stack.redis.start(port=stack.redis_port)
