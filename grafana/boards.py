@@ -22,6 +22,7 @@ def overview() -> Dashboard:
         .with_panel(
             stat_panel(
                 "Connectors up",
+                "Is every dependency of every deployment answering? "
                 "1 when no check of the connector was down in the last probe cycle.",
                 "bool_yes_no",
                 [
@@ -36,6 +37,7 @@ def overview() -> Dashboard:
         .with_panel(
             stat_panel(
                 "Checks not ok",
+                "How many checks of each connector are not ok right now? "
                 "Checks per connector whose last status was degraded, down or unknown (every "
                 "check is reported in every cycle, so 0 means all ok).",
                 "short",
@@ -51,6 +53,7 @@ def overview() -> Dashboard:
         .with_panel(
             stat_panel(
                 "Failing checks and reasons",
+                "Which checks are failing now, and why? "
                 "Each check that has a failure reason now; the legend names the check and the "
                 "reason (empty while all is well).",
                 "none",
@@ -66,6 +69,7 @@ def overview() -> Dashboard:
         .with_panel(
             series_panel(
                 "Failures by reason",
+                "Why do probes fail: timeouts, refusals, auth? "
                 "Checks reporting a failure per second, by bounded reason (timeout, refused, ...).",
                 "ops",
                 [
@@ -79,6 +83,7 @@ def overview() -> Dashboard:
         .with_panel(
             series_panel(
                 "Probe latency p95",
+                "How slow are the dependencies to answer? "
                 "95th percentile of each connector's slowest check per cycle.",
                 "s",
                 [
@@ -92,6 +97,7 @@ def overview() -> Dashboard:
         .with_panel(
             stat_panel(
                 "Ready",
+                "Has each deployment finished its first probe cycle? "
                 "1 once the deployment finished a probe cycle (what /-/ready waits for).",
                 "bool_yes_no",
                 [
@@ -106,6 +112,7 @@ def overview() -> Dashboard:
         .with_panel(
             series_panel(
                 "Time since last probe",
+                "Is the probe loop still running? "
                 "Seconds since each connector was last probed; more than three intervals pages.",
                 "s",
                 [
@@ -126,6 +133,7 @@ def exporter() -> Dashboard:
         .with_panel(
             series_panel(
                 "Supervised tasks up",
+                "Are the exporter's background jobs running? "
                 "1 while the background task runs; 0 in backoff, failed or ended.",
                 "short",
                 [("ingest_supervisor_task_up{isel}", "{{instance}} {{task}}")],
@@ -134,6 +142,7 @@ def exporter() -> Dashboard:
         .with_panel(
             series_panel(
                 "Task restarts",
+                "Is a background job crash-looping? "
                 "Restarts of each supervised task in the interval.",
                 "short",
                 [
@@ -147,6 +156,7 @@ def exporter() -> Dashboard:
         .with_panel(
             series_panel(
                 "Probe cycles",
+                "Is the probe loop keeping pace? "
                 "Probe cycles completed per second and the wall time of the last cycle.",
                 "s",
                 [
@@ -158,6 +168,7 @@ def exporter() -> Dashboard:
         .with_panel(
             series_panel(
                 "Scrape",
+                "Is scraping the exporter cheap and quick? "
                 "How long Prometheus' scrape of the exporter took and how many samples it returned.",
                 "s",
                 [
@@ -169,6 +180,7 @@ def exporter() -> Dashboard:
         .with_panel(
             stat_panel(
                 "Version",
+                "Which exporter version runs where? "
                 "The exporter version of each instance (in the legend).",
                 "none",
                 [("ingest_exporter_build_info{isel}", "{{instance}} {{version}}")],
@@ -186,6 +198,7 @@ def drills() -> Dashboard:
         .with_panel(
             stat_panel(
                 "Last drill passed",
+                "Did the last failover drill pass? "
                 "1 when the last drill of each deployment, label and scenario ended ok.",
                 "bool_yes_no",
                 [("ingest_failover_drill_success{sel}", legend)],
@@ -195,6 +208,7 @@ def drills() -> Dashboard:
         .with_panel(
             stat_panel(
                 "Time since the last drill",
+                "Is a failover drill overdue? "
                 "How long ago the last drill started; more than eight days pages.",
                 "s",
                 [("time() - ingest_failover_drill_last_run_timestamp_seconds{sel}", legend)],
@@ -204,6 +218,7 @@ def drills() -> Dashboard:
         .with_panel(
             series_panel(
                 "Detection, promotion and RTO",
+                "How long did the last drill take to detect, promote and recover? "
                 "The last drill's phases: fault to detection, detection to promotion, fault to "
                 "the first acknowledged write.",
                 "s",
@@ -218,6 +233,7 @@ def drills() -> Dashboard:
         .with_panel(
             series_panel(
                 "Objectives",
+                "What are the drills judged against? "
                 "The configured drill objectives the measurements are judged against.",
                 "s",
                 [
@@ -231,6 +247,7 @@ def drills() -> Dashboard:
         .with_panel(
             series_panel(
                 "Data lost (RPO)",
+                "Did the last drill lose data? "
                 "WAL bytes past the new timeline's branch point, and acknowledged writes missing.",
                 "bytes",
                 [

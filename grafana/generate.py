@@ -29,15 +29,20 @@ def render(name: str) -> str:
 
 
 def panel_table() -> str:
-    """Return the README's table: every dashboard's panels and what each answers."""
-    lines = ["| dashboard | panel | what it answers |", "| --- | --- | --- |"]
+    """Return the README's table: every dashboard's panels, the question each answers, and how.
+
+    A panel's description opens with its question (a test holds every panel to that).
+    """
+    lines = [
+        "| dashboard | panel | question it answers | what it shows |",
+        "| --- | --- | --- | --- |",
+    ]
     for name in DASHBOARDS:
         board: dict[str, Any] = json.loads(render(name))
-        lines.extend(
-            f"| {board['title']} | {panel['title']} | {panel['description']} |"
-            for panel in board["panels"]
-            if panel["type"] != "row"
-        )
+        for panel in board["panels"]:
+            if panel["type"] != "row":
+                question, _, shows = panel["description"].partition("? ")
+                lines.append(f"| {board['title']} | {panel['title']} | {question}? | {shows} |")
     return "\n".join(lines)
 
 

@@ -19,6 +19,7 @@ def timescale() -> Dashboard:
         .with_panel(
             series_panel(
                 "Dimension freshness vs SLA",
+                "Is each dimension's data fresh enough? "
                 "Age of each dimension's newest row, and its configured freshness SLA.",
                 "s",
                 [
@@ -33,6 +34,7 @@ def timescale() -> Dashboard:
         .with_panel(
             series_panel(
                 "Rows in the recent window",
+                "Is data still arriving in each dimension table? "
                 "Rows of each dimension table within its recent_window_seconds.",
                 "short",
                 [("ingest_dimension_rows_recent{sel}", "{{deployment}} {{dimension}}")],
@@ -42,6 +44,7 @@ def timescale() -> Dashboard:
         .with_panel(
             stat_panel(
                 "Hypertables",
+                "Is each dimension table a hypertable? "
                 "1 when the dimension table is a TimescaleDB hypertable.",
                 "bool_yes_no",
                 [("ingest_dimension_is_hypertable{sel}", "{{deployment}} {{dimension}}")],
@@ -51,6 +54,7 @@ def timescale() -> Dashboard:
         .with_panel(
             series_panel(
                 "Replication lag (bytes)",
+                "How much WAL is each replica behind? "
                 "WAL bytes each replica has not replayed, seen from the primary.",
                 "bytes",
                 [("ingest_timescale_replication_lag_bytes{sel}", "{{deployment}} {{replica}}")],
@@ -60,6 +64,7 @@ def timescale() -> Dashboard:
         .with_panel(
             series_panel(
                 "Replication lag (seconds)",
+                "How far behind in time is each replica? "
                 "Replay lag of each replica, seen from the primary; grows while replay is stuck.",
                 "s",
                 [("ingest_timescale_replication_lag_seconds{sel}", "{{deployment}} {{replica}}")],
@@ -69,6 +74,7 @@ def timescale() -> Dashboard:
         .with_panel(
             series_panel(
                 "Replay delay on standbys",
+                "Is a standby stuck replaying? "
                 "On a standby: seconds since the last replayed transaction while WAL is pending.",
                 "s",
                 [("ingest_timescale_replay_delay_seconds{sel}", "{{deployment}}")],
@@ -78,6 +84,7 @@ def timescale() -> Dashboard:
         .with_panel(
             series_panel(
                 "Role and replicas",
+                "Which server is the primary, how many replicas stream from it, and did it fail over? "
                 "1 while the server is a standby, the streaming replicas it serves, and its "
                 "timeline (up by one at each promotion).",
                 "short",
@@ -92,6 +99,7 @@ def timescale() -> Dashboard:
         .with_panel(
             series_panel(
                 "Connections",
+                "Is PostgreSQL running out of connections? "
                 "Client backends in pg_stat_activity against max_connections.",
                 "short",
                 [
@@ -103,7 +111,7 @@ def timescale() -> Dashboard:
         .with_panel(
             stat_panel(
                 "Failed background jobs",
-                "TimescaleDB jobs whose last run failed.",
+                "Are TimescaleDB background jobs failing? TimescaleDB jobs whose last run failed.",
                 "short",
                 [("ingest_timescale_jobs_failed{sel}", "{{deployment}}")],
             )
@@ -111,6 +119,7 @@ def timescale() -> Dashboard:
         .with_panel(
             stat_panel(
                 "Versions",
+                "Which PostgreSQL and TimescaleDB versions run? "
                 "PostgreSQL server_version_num; the TimescaleDB version and edition are in the legend.",
                 "none",
                 [
@@ -132,6 +141,7 @@ def redis() -> Dashboard:
         .with_panel(
             series_panel(
                 "Role and replication link",
+                "Does the Redis primary have its replicas, and is each replica linked? "
                 "Replicas connected to a primary; on a replica, 1 while its link to the primary is up.",
                 "short",
                 [
@@ -143,6 +153,7 @@ def redis() -> Dashboard:
         .with_panel(
             series_panel(
                 "Replication link down for",
+                "How long has a Redis replica been cut off? "
                 "Seconds a replica's link to its primary has been down (0 while up).",
                 "s",
                 [("ingest_redis_master_link_down_seconds{sel}", "{{deployment}}")],
@@ -151,6 +162,7 @@ def redis() -> Dashboard:
         .with_panel(
             series_panel(
                 "Memory used vs maxmemory",
+                "Is Redis close to its memory limit? "
                 "Memory Redis allocated and its maxmemory limit (0: unlimited).",
                 "bytes",
                 [
@@ -162,6 +174,7 @@ def redis() -> Dashboard:
         .with_panel(
             series_panel(
                 "Evictions",
+                "Is Redis or the cache throwing keys away? "
                 "Keys evicted per second: by Redis under maxmemory, and by the cache's own key limit.",
                 "ops",
                 [
@@ -179,6 +192,7 @@ def redis() -> Dashboard:
         .with_panel(
             series_panel(
                 "Cache keys vs max",
+                "Is the cache namespace full? "
                 "Live keys in the cache namespace and the policy's maximum.",
                 "short",
                 [
@@ -190,6 +204,7 @@ def redis() -> Dashboard:
         .with_panel(
             series_panel(
                 "Cache hit ratio",
+                "Does the cache answer lookups? "
                 "Hits over lookups (hits + misses); empty while nothing is looked up.",
                 "percentunit",
                 [
@@ -205,6 +220,7 @@ def redis() -> Dashboard:
         .with_panel(
             series_panel(
                 "Corrupt cache values",
+                "Are corrupt values turning up in the cache? "
                 "Stored values that were not valid JSON (each was deleted), per second.",
                 "ops",
                 [
@@ -226,7 +242,7 @@ def kafka() -> Dashboard:
         .with_panel(
             stat_panel(
                 "Brokers",
-                "Brokers in the cluster metadata.",
+                "How many Kafka brokers does the cluster have? Brokers in the cluster metadata.",
                 "short",
                 [("ingest_kafka_brokers{sel}", "{{deployment}}")],
             )
@@ -234,6 +250,7 @@ def kafka() -> Dashboard:
         .with_panel(
             series_panel(
                 "Topic partitions",
+                "Does every ingest topic exist, with its partitions? "
                 "Partitions of each ingest topic (0: the topic is missing).",
                 "short",
                 [("ingest_kafka_topic_partitions{sel}", "{{deployment}} {{topic}}")],
@@ -243,6 +260,7 @@ def kafka() -> Dashboard:
         .with_panel(
             series_panel(
                 "Leaderless and under-replicated partitions",
+                "Are partitions unavailable or at risk? "
                 "Partitions without a leader (unavailable) and with fewer in-sync replicas than replicas.",
                 "short",
                 [
@@ -261,6 +279,7 @@ def kafka() -> Dashboard:
         .with_panel(
             series_panel(
                 "Consumer lag (messages)",
+                "How many messages is each consumer group behind? "
                 "Messages between each group's committed offsets and the high watermarks: the "
                 "bridge's group and the KAFKA_LAG_GROUPS ones (read, never joined).",
                 "short",
@@ -275,6 +294,7 @@ def kafka() -> Dashboard:
         .with_panel(
             series_panel(
                 "Consumer lag (seconds)",
+                "How old is the oldest unconsumed event of each group? "
                 "Age of the oldest event each group has not consumed (0 when caught up).",
                 "s",
                 [("ingest_kafka_consumer_lag_seconds{sel}", "{{deployment}} {{group}} {{topic}}")],
@@ -283,6 +303,7 @@ def kafka() -> Dashboard:
         .with_panel(
             series_panel(
                 "Consumer group members",
+                "Is anything consuming in each monitored group? "
                 "Live members of each KAFKA_LAG_GROUPS group: 0 means nothing consumes.",
                 "short",
                 [("ingest_kafka_consumer_group_members{sel}", "{{deployment}} {{group}}")],
@@ -291,6 +312,7 @@ def kafka() -> Dashboard:
         .with_panel(
             stat_panel(
                 "Consumer group state",
+                "Is each monitored group stable, empty or rebalancing? "
                 "The coordinator's state of each KAFKA_LAG_GROUPS group (in the legend): Stable, "
                 "Empty, rebalancing or Dead.",
                 "none",
@@ -307,6 +329,7 @@ def kafka() -> Dashboard:
         .with_panel(
             series_panel(
                 "Bridge throughput",
+                "Is the bridge consuming and committing? "
                 "Records the bridge consumed and offset commits it made, per second.",
                 "ops",
                 [
@@ -321,6 +344,7 @@ def kafka() -> Dashboard:
         .with_panel(
             series_panel(
                 "Bridge failures",
+                "Which records does the bridge fail to deliver, and why? "
                 "Records the bridge did not deliver, per second, by reason (decode, schema, delivery).",
                 "ops",
                 [
@@ -334,6 +358,7 @@ def kafka() -> Dashboard:
         .with_panel(
             series_panel(
                 "Newest delivered event age",
+                "When did the bridge last deliver an event? "
                 "Seconds since the broker timestamp of the newest event the bridge delivered.",
                 "s",
                 [
@@ -348,6 +373,7 @@ def kafka() -> Dashboard:
         .with_panel(
             series_panel(
                 "Manifest publishing",
+                "Is the connector manifest being published? "
                 "Manifest documents acknowledged and publisher runs failed, per second.",
                 "ops",
                 [
@@ -365,6 +391,7 @@ def kafka() -> Dashboard:
         .with_panel(
             series_panel(
                 "Manifest age",
+                "How old is the last published manifest? "
                 "Seconds since the broker last acknowledged a manifest document.",
                 "s",
                 [

@@ -90,6 +90,16 @@ def test_every_panel_has_title_description_unit_and_datasource(name: str) -> Non
         assert panel["targets"], panel["title"]
 
 
+@pytest.mark.parametrize("name", sorted(BOARDS))
+def test_every_panel_description_opens_with_the_question_it_answers(name: str) -> None:
+    """The README lists each panel's question: the first sentence of its description."""
+    for panel in panels(BOARDS[name]):
+        question, mark, rest = panel["description"].partition("? ")
+        assert mark, panel["title"]
+        assert "." not in question, panel["title"]  # one question, not a statement before it
+        assert rest.endswith("."), panel["title"]
+
+
 def test_every_query_has_a_ref_id_and_reads_the_datasource_variable() -> None:
     """Each target has a unique refId within its panel and the datasource variable."""
     for name, board in BOARDS.items():
