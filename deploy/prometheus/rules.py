@@ -360,8 +360,8 @@ def recordings(p: RuleParams) -> list[Recording]:
             f"sum by ({BY}, reason) (rate(ingest_probe_failures_total{p.m()}[5m]))",
         ),
         Recording(
-            "job_instance_deployment:ingest_kafka_consumer_lag_messages:sum",
-            f"sum by ({BY}) (ingest_kafka_consumer_lag_messages{p.m()})",
+            "job_instance_deployment_group:ingest_kafka_consumer_lag_messages:sum",
+            f"sum by ({BY}, group) (ingest_kafka_consumer_lag_messages{p.m()})",
         ),
         Recording(
             "job_instance_deployment:ingest_bridge_messages:rate5m",
