@@ -264,6 +264,15 @@ class WebSettings(_Frozen):
         return int(self.listen_address.rpartition(":")[2])
 
 
+class HistorySettings(_Frozen):
+    """How many probe cycles the status page keeps per deployment (in memory only)."""
+
+    cycles: int = Field(100, ge=1, le=10_000)
+    # Failed cycles are also kept apart, so a burst of healthy ones does not push them out.
+    failed_cycles: int = Field(100, ge=0, le=10_000)
+    log_lines_per_cycle: int = Field(100, ge=0, le=10_000)
+
+
 class LogSettings(_Frozen):
     """Log level and format."""
 
@@ -286,6 +295,7 @@ class IngestSettings(_Frozen):
     supervisor: SupervisorSettings = SupervisorSettings()
     web: WebSettings = WebSettings()
     log: LogSettings = LogSettings()
+    history: HistorySettings = HistorySettings()
 
     @field_validator("dimensions", mode="before")
     @classmethod
