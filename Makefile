@@ -43,7 +43,7 @@ $(STAMP): pyproject.toml constraints.txt
 	bash scripts/bootstrap.sh "$(PYTHON)" "$(VENV)"
 	touch $@
 
-# Prometheus, promtool, Alertmanager and amtool for the end-to-end tests (Debian packages).
+# Prometheus (promtool), Alertmanager (amtool) and Chromium for the integration tests (Debian).
 tools:
 	bash scripts/tools.sh
 
