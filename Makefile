@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ENV := . .services/env &&
 
-.PHONY: run test lint unit integration docs services services-stop tools venv clean
+.PHONY: run test lint unit integration docs dashboards services services-stop tools venv clean
 
 run: venv services
 	$(ENV) exec $(BIN)/ingest-exporter run
@@ -23,13 +23,18 @@ integration: venv tools services
 	$(ENV) $(BIN)/pytest tests/integration
 
 lint: venv
-	$(BIN)/ruff check exporter tests bench
-	$(BIN)/ruff format --check exporter tests bench
+	$(BIN)/ruff check exporter tests bench grafana deploy
+	$(BIN)/ruff format --check exporter tests bench grafana deploy
 	$(BIN)/mypy
 
 docs: venv
 	$(BIN)/python -m exporter.telemetry.catalog README.md
 	$(BIN)/python -m exporter.drills docs/failover-drill-snapshot.schema.json
+
+# Regenerate the committed Grafana dashboards and Prometheus rules (a test fails on drift).
+dashboards: venv
+	$(BIN)/python -m grafana.generate
+	$(BIN)/python -m deploy.prometheus.generate
 
 venv: $(STAMP)
 
@@ -38,7 +43,7 @@ $(STAMP): pyproject.toml constraints.txt
 	bash scripts/bootstrap.sh "$(PYTHON)" "$(VENV)"
 	touch $@
 
-# Prometheus and promtool for the end-to-end tests (Debian packages).
+# Prometheus (promtool), Alertmanager (amtool) and Chromium for the integration tests (Debian).
 tools:
 	bash scripts/tools.sh
 

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Install the Debian packages the end-to-end tests use: Prometheus (with promtool), and
-# Chromium with its driver for the status page's browser tests (Selenium is pointed at
-# /usr/bin/chromedriver, so it never downloads a driver).
+# Install the Debian packages the end-to-end tests use: Prometheus (with promtool),
+# Alertmanager (with amtool), and Chromium with its driver for the status page's browser tests
+# (Selenium is pointed at /usr/bin/chromedriver, so it never downloads a driver).
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 missing=()
 command -v prometheus >/dev/null || missing+=(prometheus)
 command -v promtool >/dev/null || missing+=(prometheus)
+command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanager)
+command -v amtool >/dev/null || missing+=(prometheus-alertmanager)
 command -v chromium >/dev/null || missing+=(chromium)
 [[ -x /usr/bin/chromedriver ]] || missing+=(chromium-driver)
 if ((${#missing[@]})); then
@@ -24,6 +26,7 @@ if ((${#missing[@]})); then
     # Several entries may name one package; apt-get takes each once.
     "${apt[@]}" install -y --no-install-recommends "${missing[@]}" >/dev/null
 fi
-# Debian's package starts nothing here, but stop its default service if some init did.
+# Debian's packages start nothing here; the tests run their own instances on free ports.
 echo "tools: $(prometheus --version 2>&1 | head -n1)"
+echo "tools: $(prometheus-alertmanager --version 2>&1 | head -n1)"
 echo "tools: $(chromium --version 2>/dev/null | head -n1)"
