@@ -1,4 +1,4 @@
-"""Start and stop the processes the bench measures: our daemon, the Go exporters, private servers."""
+"""Start and stop what the bench measures: our daemon, the Go exporters, private servers."""
 
 from __future__ import annotations
 
@@ -126,7 +126,8 @@ async def running(
     """Start ``argv`` (its output to ``logs/name.log``); stop it when the block ends."""
     log = logs / f"{name}.log"
     with log.open("ab") as out:
-        popen = subprocess.Popen(
+        # Popen, not asyncio's: it returns at once, and its pid is all the bench needs.
+        popen = subprocess.Popen(  # noqa: ASYNC220
             list(argv),
             stdin=subprocess.DEVNULL,
             stdout=out,

@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from bench.load import Endpoint, EndpointLoad, interleaved, new_session
 from bench.procfs import rss_bytes
 from bench.report import fmt_mib, fmt_ms, render_table
-from bench.samples import percentile, sample_values
+from bench.samples import count_series, percentile, sample_values
 from bench.servers import daemon_command, running, with_query
 from tests.integration.net import free_port
 
@@ -44,6 +44,7 @@ class SideBySide:
     rss: dict[str, int]
     checks_per_probe: int
     raw: dict[str, RoundTrip]
+    series: dict[str, int]
 
     def floor(self) -> float:
         """Return the Go HTTP floor: redis_exporter's ``/health`` p50 (sequential)."""
@@ -183,7 +184,10 @@ async def measure_side_by_side(
             Endpoint(f"{REDIS_EXPORTER} /metrics", f"{rexp.base_url}/metrics", rexp.pid),
             Endpoint(f"{REDIS_EXPORTER} /health", f"{rexp.base_url}/health", rexp.pid),
             Endpoint(
-                f"{PG_EXPORTER} /metrics", f"{pgexp.base_url}/metrics", pgexp.pid, backends(pgexp_app)
+                f"{PG_EXPORTER} /metrics",
+                f"{pgexp.base_url}/metrics",
+                pgexp.pid,
+                backends(pgexp_app),
             ),
         ]
         probe_endpoints = [
@@ -200,12 +204,21 @@ async def measure_side_by_side(
             )
             # Sequential only: concurrent /probe calls of one target share one run by design.
             probes = await interleaved(
-                session, probe_endpoints, rounds=rounds, seq_count=40, per_client=0, deadline=deadline
+                session,
+                probe_endpoints,
+                rounds=rounds,
+                seq_count=40,
+                per_client=0,
+                deadline=deadline,
             )
             async with session.get(probe_endpoints[0].url) as response:
                 body = await response.text()
+            series = {}
+            for name, process in ((OURS, ours), (PG_EXPORTER, pgexp), (REDIS_EXPORTER, rexp)):
+                async with session.get(process.base_url + "/metrics") as response:
+                    series[name] = count_series(await response.text())
         checks = len(sample_values(body, "ingest_check_up"))
         rss = {OURS: rss_bytes(ours.pid), PG_EXPORTER: rss_bytes(pgexp.pid)}
         rss[REDIS_EXPORTER] = rss_bytes(rexp.pid)
         raw = await _raw_round_trips(env)
-    return SideBySide(scrapes, probes, rss, checks, raw)
+    return SideBySide(scrapes, probes, rss, checks, raw, series)
