@@ -142,7 +142,10 @@ async def measure_side_by_side(
         pgexp = await stack.enter_async_context(
             running(
                 PG_EXPORTER,
-                ["prometheus-postgres-exporter", f"--web.listen-address={ports[PG_EXPORTER]}"],
+                [
+                    "prometheus-postgres-exporter",
+                    f"--web.listen-address=127.0.0.1:{ports[PG_EXPORTER]}",
+                ],
                 port=ports[PG_EXPORTER],
                 env={"DATA_SOURCE_NAME": dsn},
                 logs=logs,
