@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ENV := . .services/env &&
 
-.PHONY: run test lint unit integration docs services services-stop tools venv clean
+.PHONY: run test lint unit integration docs bench services services-stop tools venv clean
 
 run: venv services
 	$(ENV) exec $(BIN)/ingest-exporter run
@@ -30,6 +30,13 @@ lint: venv
 docs: venv
 	$(BIN)/python -m exporter.telemetry.catalog README.md
 	$(BIN)/python -m exporter.drills docs/failover-drill-snapshot.schema.json
+
+# Side by side with the Go exporters, and the fleet table (issue 13); about eight minutes.
+# Not part of `make test`. BENCH_NOTE adds a line to the result (e.g. "a shared machine").
+BENCH_NOTE ?=
+bench: venv services
+	bash scripts/bench-tools.sh
+	$(ENV) $(BIN)/python -m bench.suite --note "$(BENCH_NOTE)"
 
 venv: $(STAMP)
 

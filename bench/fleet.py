@@ -157,7 +157,7 @@ def render_fleet(rows: list[FleetRow], ready_timeout: float) -> str:
         "probe cycle p50",
         "effective period",
         "CPU / check",
-        "timeouts",
+        "check timeouts (run)",
         "RSS",
         "PG sessions opened",
         "Redis connections opened",

@@ -124,11 +124,14 @@ async def interleaved(
     """Load every endpoint once per round, in a new shuffled order each round.
 
     Interleaving spreads the machine's drift (other jobs, thermal, caches) over every
-    endpoint alike, instead of letting it fall on whichever ran last.
+    endpoint alike, instead of letting it fall on whichever ran last. Each sequential and
+    each concurrent step gets an equal slice of the time left, so a slow endpoint (seconds
+    per scrape) still gets concurrent samples instead of spending the budget sequentially.
     """
     shuffle = random.Random(seed)
     found = {e.label: EndpointLoad() for e in endpoints}
     meter = CpuMeter()
+    steps = rounds * len(endpoints) * 2
     for _ in range(rounds):
         order = list(endpoints)
         shuffle.shuffle(order)
@@ -139,12 +142,16 @@ async def interleaved(
             backends = await endpoint.backends() if endpoint.backends else []
             meter.start(backends)
             before = cpu_seconds(endpoint.pid)
+            until = min(deadline, time.monotonic() + (deadline - time.monotonic()) / steps)
             load.seq.extend(
-                await sequential(session, endpoint.url, count=seq_count, deadline=deadline)
+                await sequential(session, endpoint.url, count=seq_count, deadline=until)
             )
+            steps -= 1
+            until = min(deadline, time.monotonic() + (deadline - time.monotonic()) / steps)
             load.c8.extend(
-                await concurrent(session, endpoint.url, per_client=per_client, deadline=deadline)
+                await concurrent(session, endpoint.url, per_client=per_client, deadline=until)
             )
+            steps -= 1
             load.cpu_seconds += cpu_seconds(endpoint.pid) - before
             if endpoint.backends:
                 load.server_cpu_seconds += meter.stop(await endpoint.backends())

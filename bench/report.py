@@ -113,7 +113,7 @@ class Document:
 
     def render(self) -> str:
         """Return the whole document."""
-        parts = [f"# {self.title}\n", *(line + "\n" for line in self.preamble)]
+        parts = [f"# {self.title}\n\n", *(line + "\n" for line in self.preamble)]
         for heading, body in self.sections:
             parts += [f"\n## {heading}\n\n", body]
         if self.verdicts:

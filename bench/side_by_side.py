@@ -203,7 +203,7 @@ async def measure_side_by_side(
         ]
         async with new_session() as session:
             scrapes = await interleaved(
-                session, endpoints, rounds=rounds, seq_count=100, per_client=25, deadline=deadline
+                session, endpoints, rounds=rounds, seq_count=150, per_client=30, deadline=deadline
             )
             # Sequential only: concurrent /probe calls of one target share one run by design.
             probes = await interleaved(

@@ -13,6 +13,7 @@ import asyncio
 import datetime as dt
 import os
 import platform
+import re
 import subprocess
 import tempfile
 import time
@@ -44,10 +45,11 @@ THOUSAND_NEEDS = 230.0
 REQUIRED = ("TIMESCALEDB_URL", "TIMESCALE_ADMIN_URL", "REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS")
 
 
-def _first_line(argv: list[str]) -> str:
-    """Return the first output line of a ``--version`` command."""
+def _version(argv: list[str]) -> str:
+    """Return the first version number a ``--version`` command prints."""
     done = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
-    return (done.stdout or done.stderr).strip().splitlines()[0]
+    found = re.search(r"\d+\.\d+\.\d+[^\s,\"]*", done.stdout + done.stderr)
+    return found.group(0) if found else "unknown"
 
 
 def _machine() -> str:
@@ -81,8 +83,8 @@ async def _versions(env: Mapping[str, str]) -> list[tuple[str, str]]:
         await client.aclose()
     return [
         ("ingest-exporter", __version__),
-        ("postgres_exporter", _first_line(["prometheus-postgres-exporter", "--version"])),
-        ("redis_exporter", _first_line(["prometheus-redis-exporter", "--version"])[-80:]),
+        ("postgres_exporter", _version(["prometheus-postgres-exporter", "--version"])),
+        ("redis_exporter", _version(["prometheus-redis-exporter", "--version"])),
         ("PostgreSQL", f"{postgres} (TimescaleDB {timescale or 'absent'})"),
         ("Redis", str(redis_version)),
         ("Kafka", env.get("INGEST_KAFKA_VERSION", "unknown")),
@@ -105,14 +107,14 @@ async def _fleet(
     ) as servers:
         for size in FLEET_SIZES:
             rows.append(
-                await measure_fleet(servers, size, folder, ready_timeout=60, load_seconds=20)
+                await measure_fleet(servers, size, folder, ready_timeout=60, load_seconds=30)
             )
             print(f"bench: fleet N={size} done", flush=True)
         remaining = deadline - time.monotonic()
         if remaining >= THOUSAND_NEEDS:
             ready = min(150.0, remaining - 80.0)
             rows.append(
-                await measure_fleet(servers, THOUSAND, folder, ready_timeout=ready, load_seconds=25)
+                await measure_fleet(servers, THOUSAND, folder, ready_timeout=ready, load_seconds=60)
             )
         else:
             skipped = (
@@ -138,7 +140,7 @@ async def run(note: str) -> Path:
     with tempfile.TemporaryDirectory(prefix="ingest-bench-") as tmp:
         folder = Path(tmp)
         one = await measure_side_by_side(
-            env, folder, rounds=5, deadline=min(deadline, time.monotonic() + 150)
+            env, folder, rounds=6, deadline=min(deadline, time.monotonic() + 150)
         )
         print("bench: one deployment done", flush=True)
         bridge: BridgeThroughput | None = await measure_bridge(
