@@ -20,10 +20,19 @@ from bench.samples import count_series, sample_values, sum_samples
 from bench.servers import FleetServers, Process, daemon_command, running
 from tests.integration.net import free_port
 
-__all__ = ["INTERVAL", "FleetRow", "measure_fleet", "render_fleet"]
+__all__ = [
+    "INTERVAL",
+    "PER_CLIENT",
+    "ROUNDS",
+    "SEQ_COUNT",
+    "FleetRow",
+    "measure_fleet",
+    "render_fleet",
+]
 
 INTERVAL = 5.0  # seconds between probe cycles, as in issue 13's table
 TIMEOUT = 4.0  # the probe timeout must stay below the interval
+ROUNDS, SEQ_COUNT, PER_CLIENT = 3, 30, 8  # the load: rounds, sequential, each of 8 clients
 
 
 @dataclass(frozen=True)
@@ -117,9 +126,9 @@ async def measure_fleet(
                 loads = await interleaved(
                     session,
                     endpoints,
-                    rounds=3,
-                    seq_count=30,
-                    per_client=8,
+                    rounds=ROUNDS,
+                    seq_count=SEQ_COUNT,
+                    per_client=PER_CLIENT,
                     deadline=time.monotonic() + load_seconds,
                 )
             _, final = await _scrape(daemon, budget)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import ctypes
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -201,4 +202,5 @@ async def fleet_servers(
             kafka.close()  # kills the broker: its data is deleted anyway
             await redis.close()
         finally:
+            shutil.rmtree(redis_dir, ignore_errors=True)
             await postgres.stop()

@@ -21,10 +21,11 @@ from bench.samples import count_series, percentile, sample_values
 from bench.servers import daemon_command, running, with_query
 from tests.integration.net import free_port
 
-__all__ = ["RoundTrip", "SideBySide", "measure_side_by_side"]
+__all__ = ["PER_CLIENT", "SEQ_COUNT", "RoundTrip", "SideBySide", "measure_side_by_side"]
 
 OURS, PG_EXPORTER, REDIS_EXPORTER = "ingest-exporter", "postgres_exporter", "redis_exporter"
 RAW_OPS = 2_000
+SEQ_COUNT, PER_CLIENT = 150, 30  # per round: sequential requests, then each of 8 clients'
 
 
 @dataclass(frozen=True)
@@ -203,7 +204,12 @@ async def measure_side_by_side(
         ]
         async with new_session() as session:
             scrapes = await interleaved(
-                session, endpoints, rounds=rounds, seq_count=150, per_client=30, deadline=deadline
+                session,
+                endpoints,
+                rounds=rounds,
+                seq_count=SEQ_COUNT,
+                per_client=PER_CLIENT,
+                deadline=deadline,
             )
             # Sequential only: concurrent /probe calls of one target share one run by design.
             probes = await interleaved(

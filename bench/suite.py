@@ -25,11 +25,12 @@ import asyncpg
 import redis
 import redis.asyncio as aioredis
 
+from bench import fleet
 from bench.fleet import INTERVAL, FleetRow, measure_fleet, render_fleet
 from bench.kafka_bridge import BridgeThroughput, measure_bridge
 from bench.report import Document, render_table
 from bench.servers import fleet_servers
-from bench.side_by_side import measure_side_by_side
+from bench.side_by_side import PER_CLIENT, SEQ_COUNT, measure_side_by_side
 from bench.targets import verdicts
 from exporter import __version__
 from exporter.telemetry.logs import configure_logging
@@ -150,7 +151,7 @@ async def run(note: str) -> Path:
             deadline=min(deadline, time.monotonic() + 90),
         )
         print("bench: kafka bridge done", flush=True)
-        fleet, skipped = await _fleet(env, folder, deadline)
+        rows, skipped = await _fleet(env, folder, deadline)
     elapsed = time.monotonic() - started
     doc = Document(f"`make bench`, {today}")
     doc.preamble += [
@@ -161,8 +162,9 @@ async def run(note: str) -> Path:
     doc.section("Versions", render_table(["program", "version"], versions))
     doc.section(
         "One deployment, three exporters (shared local servers)",
-        "Interleaved rounds (shuffled order each round): 100 sequential requests, then 8 "
-        "concurrent clients x 25, keep-alive, `Accept-Encoding: gzip`. CPU from "
+        f"Interleaved rounds (shuffled order each round): {SEQ_COUNT} sequential requests, then "
+        f"8 concurrent clients x {PER_CLIENT}, keep-alive, `Accept-Encoding: gzip`; each step "
+        "bounded in time. CPU from "
         "`/proc/<pid>/stat` of the serving process; PG CPU is that of the exporter's own "
         "PostgreSQL backends (found by `application_name`) while it was scraped (Redis 7.0 "
         "cannot attribute CPU to one client). Series: "
@@ -174,12 +176,14 @@ async def run(note: str) -> Path:
         f"Fleet: one daemon, N deployments (probe interval {INTERVAL:.0f} s)",
         "All deployments on one private PostgreSQL, Redis and Kafka (copies of the local "
         "stack's, so other users' connections neither blur the counts nor run out). CPU per "
-        "check and the effective period come from a quiet window of two intervals; the load "
-        "is 3 interleaved rounds of 30 sequential and 8 x 8 concurrent requests, bounded in "
-        "time. Sessions and connections opened count from before the start to after the stop."
+        "check (the daemon's CPU over the checks it completed) and the effective period come "
+        f"from a quiet window of two intervals; the load is {fleet.ROUNDS} interleaved rounds "
+        f"of {fleet.SEQ_COUNT} sequential and 8 x {fleet.PER_CLIENT} concurrent requests, "
+        "bounded in time. Sessions and connections opened count from before the start to "
+        "after the stop; check timeouts count checks whose reason was `timeout` since start."
         + (f"\n\nN = 1,000 skipped: {skipped}." if skipped else "")
         + "\n\n"
-        + render_fleet(fleet, 150),
+        + render_fleet(rows, 150),
     )
     if bridge is not None:
         doc.section(
@@ -189,7 +193,7 @@ async def run(note: str) -> Path:
             "event to the last, so group joins do not count; both decode JSON).\n\n"
             + bridge.render(),
         )
-    doc.verdicts = verdicts(one, fleet, bridge, skipped_thousand=skipped)
+    doc.verdicts = verdicts(one, rows, bridge, skipped_thousand=skipped)
     path = doc.write(RESULTS / f"{today}.md")
     print(doc.render())
     return path
