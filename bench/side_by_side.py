@@ -113,7 +113,7 @@ async def _raw_round_trips(env: Mapping[str, str]) -> dict[str, RoundTrip]:
         await conn.close()
     client = aioredis.Redis.from_url(env["REDIS_URL"])
     try:
-        await client.ping()  # connect outside the timing, as the pooled asyncpg one is
+        await client.ping()  # connect outside the timing, as the asyncpg connection is
         rd = await timed(client.ping)
     finally:
         await client.aclose()
