@@ -67,10 +67,16 @@ def _thousand(one: SideBySide, big: FleetRow | None, skipped: str) -> list[Verdi
             f"{fmt_ratio(big.effective_period / INTERVAL)} ({fmt_seconds(big.effective_period)})",
             _at_most(big.effective_period / INTERVAL, 1.1),
         ),
-        Verdict(f"{n:,} deployments: zero timeouts", f"{big.timeouts:,}", big.timeouts == 0),
+        Verdict(
+            f"{n:,} deployments: zero timeouts",
+            f"{big.timeouts:,} checks timed out in the run",
+            big.timeouts == 0,
+        ),
         Verdict(
             f"{n:,} deployments: ready within two intervals",
-            fmt_seconds(big.ready_after) if big.ready_after is not None else "not ready in time",
+            f"{fmt_seconds(big.ready_after)} ({big.ready_after / INTERVAL:.1f} intervals)"
+            if big.ready_after is not None
+            else "not ready in time",
             big.ready_after is not None and big.ready_after <= 2 * INTERVAL,
         ),
         Verdict(
@@ -81,7 +87,7 @@ def _thousand(one: SideBySide, big: FleetRow | None, skipped: str) -> list[Verdi
         ),
         Verdict(
             f"{n:,} deployments: RSS <= 200 MiB",
-            fmt_mib(big.rss),
+            f"{fmt_mib(big.rss)} ({fmt_ratio(big.rss / (200 * MIB))} the limit)",
             big.rss <= 200 * MIB,
         ),
     ]
@@ -100,7 +106,7 @@ def verdicts(
     found.append(
         Verdict(
             "RSS <= 60 MiB at one deployment",
-            fmt_mib(one.rss[OURS]),
+            f"{fmt_mib(one.rss[OURS])} ({fmt_ratio(one.rss[OURS] / (60 * MIB))} the limit)",
             one.rss[OURS] <= 60 * MIB,
         )
     )
