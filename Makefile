@@ -31,8 +31,8 @@ docs: venv
 	$(BIN)/python -m exporter.telemetry.catalog README.md
 	$(BIN)/python -m exporter.drills docs/failover-drill-snapshot.schema.json
 
-# Side by side with the Go exporters, and the fleet table (issue 13); about four minutes, at most ten.
-# Not part of `make test`. BENCH_NOTE adds a line to the result (e.g. "a shared machine").
+# Side by side with the Go exporters, and the fleet table (issue 13): about four minutes,
+# at most ten; not part of `make test`. BENCH_NOTE adds a line to the result file.
 BENCH_NOTE ?=
 bench: venv services
 	bash scripts/bench-tools.sh
