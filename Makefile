@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ENV := . .services/env &&
 
-.PHONY: run test lint unit integration docs dashboards services services-stop tools venv clean
+.PHONY: run test lint unit integration docs dashboards bench services services-stop tools venv clean
 
 run: venv services
 	$(ENV) exec $(BIN)/ingest-exporter run
@@ -35,6 +35,13 @@ docs: venv
 dashboards: venv
 	$(BIN)/python -m grafana.generate
 	$(BIN)/python -m deploy.prometheus.generate
+
+# Side by side with the Go exporters, and the fleet table: about four minutes,
+# at most ten; not part of `make test`. BENCH_NOTE adds a line to the result file.
+BENCH_NOTE ?=
+bench: venv services
+	bash scripts/bench-tools.sh
+	$(ENV) $(BIN)/python -m bench.suite --note "$(BENCH_NOTE)"
 
 venv: $(STAMP)
 
