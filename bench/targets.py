@@ -1,4 +1,4 @@
-"""Judge one run against the performance targets, as ratios (the machine is noisy, ratios less so)."""
+"""Judge one run against the performance targets, as ratios (the machine is noisy)."""
 
 from __future__ import annotations
 
