@@ -256,6 +256,23 @@ def drills() -> Dashboard:
                 ],
             )
         )
+        .with_panel(
+            series_panel(
+                "Seconds of writes lost (RPO)",
+                "Did the last drill lose more recent writes than the RPO objective allows? "
+                "From the newest drill write that survived to the last one acknowledged on the "
+                "old timeline (fallback: the replica's stalest dimension behind the primary), "
+                "beside the objective.",
+                "s",
+                [
+                    ("ingest_failover_drill_rpo_seconds{sel}", f"{legend} RPO"),
+                    (
+                        'ingest_failover_drill_objective_seconds{sel, objective="rpo"}',
+                        f"{legend} objective",
+                    ),
+                ],
+            )
+        )
     )
 
 

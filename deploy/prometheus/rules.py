@@ -120,6 +120,14 @@ def _drill_alerts(p: RuleParams) -> list[Alert]:
             for_seconds=60,
         ),
         Alert(
+            "IngestFailoverDrillRpoOverObjective",
+            over("ingest_failover_drill_rpo_seconds", "rpo"),
+            "warning",
+            "The last failover drill lost more seconds of writes than the RPO objective.",
+            f"The last {subject} lost {{{{ $value | humanizeDuration }}}} of acknowledged writes.",
+            for_seconds=60,
+        ),
+        Alert(
             "IngestFailoverDrillDetectionOverObjective",
             over("ingest_failover_drill_detection_seconds", "detection"),
             "warning",

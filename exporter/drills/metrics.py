@@ -70,6 +70,14 @@ METRIC_SPECS: tuple[MetricSpec, ...] = (
         f"now). {_FROM}",
     ),
     spec(
+        "ingest_failover_drill_rpo_seconds",
+        "gauge",
+        _LABELS,
+        "Seconds of acknowledged writes lost: from the newest drill write that survived on the "
+        "new primary to the last acknowledged on the old timeline, 0 when none was lost "
+        f"(fallback: the replica's stalest dimension behind the primary now). {_FROM}",
+    ),
+    spec(
         "ingest_failover_drill_lost_writes",
         "gauge",
         _LABELS,
@@ -117,6 +125,7 @@ class DrillMetrics:
                 "ingest_failover_drill_promotion_seconds": m.promotion_seconds,
                 "ingest_failover_drill_rto_seconds": m.rto_seconds,
                 "ingest_failover_drill_rpo_bytes": m.rpo.bytes,
+                "ingest_failover_drill_rpo_seconds": m.rpo.seconds,
                 "ingest_failover_drill_lost_writes": m.rpo.lost_writes,
             }
             for name, value in values.items():

@@ -119,6 +119,9 @@ def _drill_cases() -> list[Case]:
     rto_objective = {
         f'ingest_failover_drill_objective_seconds{{{_DRILL}, objective="rto"}}': "120x20"
     }
+    rpo_objective = {
+        f'ingest_failover_drill_objective_seconds{{{_DRILL}, objective="rpo"}}': "5x20"
+    }
     detection_objective = {
         f'ingest_failover_drill_objective_seconds{{{_DRILL}, objective="detection"}}': "30x20"
     }
@@ -157,6 +160,18 @@ def _drill_cases() -> list[Case]:
             labels=_DRILL_LABELS,
             description=f"The last {_SUBJECT} restored writes after 2m 30s.",
             also=rto_objective,
+        ),
+        *_three(
+            "IngestFailoverDrillRpoOverObjective",
+            f"ingest_failover_drill_rpo_seconds{{{_DRILL}}}",
+            fires="8x20",
+            quiet="3x20",
+            gap="8x5 stale",
+            gap_fires=False,
+            at="2m",
+            labels=_DRILL_LABELS,
+            description=f"The last {_SUBJECT} lost 8s of acknowledged writes.",
+            also=rpo_objective,
         ),
         *_three(
             "IngestFailoverDrillDetectionOverObjective",

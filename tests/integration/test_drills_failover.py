@@ -251,6 +251,7 @@ async def test_switchover_over_http_loses_nothing_and_moves_the_timeline_gauge(
     labels = {"scenario": "switchover", "label": f"drill-{unique}"}
     assert sample(after, "ingest_failover_drill_success", **labels) == 1
     assert sample(after, "ingest_failover_drill_lost_writes", **labels) == 0
+    assert sample(after, "ingest_failover_drill_rpo_seconds", **labels) == 0
     assert sample(after, "ingest_failover_drill_rto_seconds", **labels) == pytest.approx(
         record["measured"]["rto_seconds"]
     )

@@ -111,6 +111,10 @@ async def test_fallback_with_a_healthy_standby_is_ok_with_report_and_metrics(
     assert sample(text, "ingest_failover_drill_rpo_bytes", **labels) == pytest.approx(
         record["measured"]["rpo"]["bytes"]
     )
+    assert record["measured"]["rpo"]["seconds"] is not None
+    assert sample(text, "ingest_failover_drill_rpo_seconds", **labels) == pytest.approx(
+        record["measured"]["rpo"]["seconds"]
+    )
     assert sample(text, "ingest_failover_drill_last_run_timestamp_seconds", **labels)
     assert "## Fallback path: replica" in markdown
     assert "| trades | replica | present |" in markdown

@@ -6,7 +6,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 
 from exporter.drills.metrics import DrillMetrics
-from exporter.drills.record import Timestamps
+from exporter.drills.record import Measured, RpoReading, Timestamps
 
 from .drill_samples import T0, fallback_snapshot, kill_snapshot, settings
 
@@ -39,6 +39,23 @@ def test_last_drill_of_each_scenario_becomes_gauges() -> None:
     assert f"ingest_failover_drill_rpo_bytes{{{fallback}}} 512.0" in text
     assert f"ingest_failover_drill_rto_seconds{{{fallback}}}" not in text
     assert len(changes) == 2
+
+
+def test_rpo_seconds_is_published_only_when_measured() -> None:
+    """RPO seconds is a gauge per scenario; a drill that did not measure it leaves it absent."""
+    metrics = DrillMetrics(settings(), on_change=lambda: None)
+    metrics.observe(kill_snapshot())
+    metrics.observe(fallback_snapshot())
+    text = _text(metrics)
+    kill = 'deployment="eu-primary",label="q4-dr",scenario="kill"'
+    fallback = 'deployment="eu-primary",label="q4-dr",scenario="fallback"'
+    assert f"ingest_failover_drill_rpo_seconds{{{kill}}} 0.3" in text
+    assert f"ingest_failover_drill_rpo_seconds{{{fallback}}} 0.1" in text
+    unmeasured = DrillMetrics(settings(), on_change=lambda: None)
+    unmeasured.observe(fallback_snapshot(measured=Measured(rpo=RpoReading(bytes=512.0))))
+    text = _text(unmeasured)
+    assert f"ingest_failover_drill_rpo_bytes{{{fallback}}} 512.0" in text
+    assert "ingest_failover_drill_rpo_seconds{" not in text
 
 
 def test_an_older_record_never_replaces_a_newer_one() -> None:
