@@ -1,0 +1,71 @@
+"""The live daemon's HTTP listener against hostile clients: long headers, slow clients."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import structlog
+
+from exporter.config import IngestSettings
+from exporter.telemetry.logs import configure_logging
+
+from .conftest import running_daemon
+from .http_raw import raw_request
+
+Settings = Callable[..., IngestSettings]
+# Far past aiohttp's 8190-byte line limit.
+_PAD = b"x" * 9000
+
+
+@pytest.fixture
+def debug_log() -> Iterator[io.StringIO]:
+    """Route every log line of the process, at DEBUG, as JSON into a buffer; restore after."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    stream = io.StringIO()
+    configure_logging(level="debug", fmt="json", stream=stream)
+    yield stream
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    structlog.reset_defaults()
+
+
+def _events(stream: io.StringIO) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines() if line.strip()]
+
+
+def _get(path: bytes, *headers: bytes) -> bytes:
+    lines = [b"GET " + path + b" HTTP/1.1", b"Host: 127.0.0.1", *headers, b"Connection: close"]
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+async def test_over_long_header_is_logged_without_its_value(
+    settings_factory: Settings, debug_log: io.StringIO
+) -> None:
+    """A header or request line over 8 KiB answers 400; no log line at DEBUG quotes it."""
+    requests = {
+        "bearer": _get(b"/metrics", b"Authorization: Bearer Canary-bearer-91f3" + _PAD),
+        "api-key": _get(b"/metrics", b"X-Api-Key: Canary-apikey-22c8" + _PAD),
+        "cookie": _get(b"/api/v1/manifest", b"Cookie: a=1; session=Canary-cookie-7d0e" + _PAD),
+        "folded": _get(b"/", b"X-Note: Canary-folded-4b1a" + _PAD[:5000], b" " + _PAD[:5000]),
+        "request-line": _get(b"/probe?target=Canary-line-0c5b" + _PAD),
+    }
+    async with running_daemon(settings_factory()) as (daemon, _):
+        assert daemon.port is not None
+        for name, data in requests.items():
+            response = await raw_request(daemon.port, data)
+            assert response.status == 400, name
+    text = debug_log.getvalue()
+    assert "Canary-" not in text
+    rejected = [e for e in _events(debug_log) if e["event"] == "http_request_rejected"]
+    assert len(rejected) == len(requests)
+    for event in rejected:
+        assert event["level"] == "warning"
+        assert event["status"] == 400
+        assert event["error_type"] in {"LineTooLong", "BadHttpMessage", "BadStatusLine"}
+        assert "exception" not in event
