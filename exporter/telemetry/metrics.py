@@ -13,7 +13,6 @@ from prometheus_client.core import (
     InfoMetricFamily,
     Metric,
 )
-from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Exemplar
 
@@ -22,6 +21,7 @@ from exporter.probes.kafka import METRIC_SPECS as KAFKA_SPECS
 from exporter.probes.redis import METRIC_SPECS as REDIS_SPECS
 from exporter.probes.timescale import METRIC_SPECS as TIMESCALE_SPECS
 from exporter.state import DURATION_BUCKETS, ExporterState
+from exporter.telemetry._exposition import negotiate
 from exporter.telemetry.spec import REFRESHED as _REFRESH
 from exporter.telemetry.spec import MetricSpec
 from exporter.telemetry.spec import spec as _spec
@@ -274,7 +274,7 @@ class MetricsRenderer:
 
     def render(self, accept: str | None) -> tuple[bytes, str]:
         """Return the exposition body and content type for an ``Accept`` header."""
-        encoder, content_type = choose_encoder(accept or "")
+        encoder, content_type = negotiate(accept)
         version = self._state.version
         cached = self._cache.get(content_type)
         if cached is not None and cached[0] == version:

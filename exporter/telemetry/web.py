@@ -18,12 +18,12 @@ from typing import Any, Protocol
 from aiohttp import hdrs, web
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from exporter import __version__
 from exporter.probes.base import ConnectivityReport, ProbeResult, Reason, Status
 from exporter.state import ExporterState
+from exporter.telemetry._exposition import negotiate
 from exporter.telemetry.metrics import MEASUREMENTS, IngestCollector, MetricsRenderer
 from exporter.telemetry.spec import MetricSpec, spec
 from exporter.telemetry.webconfig import AUTH_REALM, BasicAuth, WebConfig
@@ -162,7 +162,7 @@ class WebApp:
         registry = CollectorRegistry(auto_describe=False)
         connectors = tuple(c for c in self.state.connectors if c.deployment == name)
         registry.register(_ProbeCollector(report, connectors))
-        encoder, content_type = choose_encoder(request.headers.get(hdrs.ACCEPT) or "")
+        encoder, content_type = negotiate(request.headers.get(hdrs.ACCEPT))
         return _exposition(encoder(registry), content_type)
 
     async def _probe_within(

@@ -69,3 +69,25 @@ async def test_over_long_header_is_logged_without_its_value(
         assert event["status"] == 400
         assert event["error_type"] in {"LineTooLong", "BadHttpMessage", "BadStatusLine"}
         assert "exception" not in event
+
+
+@pytest.mark.parametrize(
+    "accept",
+    [
+        "application/openmetrics-text; version=abc",
+        "application/openmetrics-text; version=99.0.0",
+        "text/plain; version=1.x",
+        "application/openmetrics-text; version=abc, text/plain; version=abc",
+    ],
+)
+async def test_malformed_accept_is_served_as_text_on_metrics_and_probe(
+    accept: str, settings_factory: Settings
+) -> None:
+    """A malformed Accept header on /metrics and /probe gets the text format, never a 500."""
+    async with running_daemon(settings_factory()) as (daemon, _):
+        assert daemon.port is not None
+        for path in (b"/metrics", b"/probe?target=local"):
+            response = await raw_request(daemon.port, _get(path, b"Accept: " + accept.encode()))
+            assert response.status == 200, (path, response.body[:300])
+            assert "content-type: text/plain; version=0.0.4" in response.head.lower()
+            assert "ingest_connector_up" in response.body
