@@ -226,6 +226,7 @@ class WebSettings(_Frozen):
     listen_address: str = DEFAULT_LISTEN_ADDRESS
     config_file: Path | None = None
     max_request_body_bytes: int = Field(65_536, ge=0)
+    read_header_timeout_seconds: float = Field(10.0, gt=0, le=3600)
 
     @field_validator("listen_address")
     @classmethod

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
 import json
 import logging
+import math
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import structlog
 
@@ -91,3 +96,63 @@ async def test_malformed_accept_is_served_as_text_on_metrics_and_probe(
             assert response.status == 200, (path, response.body[:300])
             assert "content-type: text/plain; version=0.0.4" in response.head.lower()
             assert "ingest_connector_up" in response.body
+
+
+async def _drip(port: int, head: bytes, *, seconds: float) -> float:
+    """Send ``head`` then one byte a second; return when the server closed (or ``seconds``)."""
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(head)
+        while loop.time() - t0 < seconds:
+            # The server's close shows as EOF (or a reset) on the reading side.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    if not await reader.read(65536):
+                        return loop.time() - t0
+            writer.write(b"X")
+            await writer.drain()
+    except (ConnectionResetError, BrokenPipeError):
+        return loop.time() - t0
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionResetError, BrokenPipeError):
+            await writer.wait_closed()
+    return math.inf
+
+
+async def test_slow_clients_are_closed_after_the_read_timeout(
+    settings_factory: Settings, tmp_path: Path
+) -> None:
+    """Clients dripping headers or a body a byte a second are closed within the 2 s bound.
+
+    Meanwhile /metrics answers in well under 100 ms (p99 over the whole attack).
+    """
+    config = tmp_path / "web.yaml"
+    config.write_text("web: {read_header_timeout_seconds: 2}\n", encoding="utf-8")
+    async with (
+        running_daemon(settings_factory(config)) as (daemon, url),
+        aiohttp.ClientSession() as session,
+    ):
+        port = daemon.port
+        assert port is not None
+        heads = [b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: "] * 20 + [
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n"
+        ] * 5
+        attack = asyncio.gather(*(_drip(port, head, seconds=15) for head in heads))
+        latencies: list[float] = []
+        loop = asyncio.get_running_loop()
+        while not attack.done():
+            t0 = loop.time()
+            async with session.get(url + "/metrics") as response:
+                assert response.status == 200
+                await response.read()
+            latencies.append(loop.time() - t0)
+            await asyncio.sleep(0.05)
+        closed_after = await attack
+    assert max(closed_after) < 4.0, closed_after
+    assert min(closed_after) > 1.5, closed_after
+    latencies.sort()
+    assert len(latencies) >= 20
+    assert latencies[int(len(latencies) * 0.99)] < 0.1, latencies[-5:]
