@@ -4,24 +4,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
+import logging
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-__all__ = ["RawResponse", "raw_request"]
+import pytest
+import structlog
+
+from exporter.telemetry.logs import configure_logging
+
+__all__ = ["RawResponse", "debug_log_fixture", "raw_request"]
 
 _STATUS_RE = re.compile(rb"^HTTP/1\.[01] (\d{3})")
 
 
 @dataclass(frozen=True)
 class RawResponse:
-    """What the server sent back: status (0 when none), body text, bytes and seconds taken."""
+    """What the server sent back: status (0 when none), body text, bytes and seconds taken.
+
+    ``closed`` tells whether the server closed the connection (rather than the read timing out).
+    """
 
     status: int
     head: str
     body: str
     raw: bytes
     seconds: float
+    closed: bool
 
 
 async def raw_request(
@@ -35,13 +47,17 @@ async def raw_request(
     t0 = time.monotonic()
     reader, writer = await asyncio.open_connection(host, port)
     chunks: list[bytes] = []
+    closed = False
     try:
         writer.write(data)
         await writer.drain()
         async with asyncio.timeout(timeout):
             while chunk := await reader.read(65536):
                 chunks.append(chunk)
-    except (TimeoutError, ConnectionResetError):
+        closed = True
+    except ConnectionResetError:
+        closed = True
+    except TimeoutError:
         pass  # what arrived so far is the answer; the caller judges it
     finally:
         writer.close()
@@ -57,4 +73,18 @@ async def raw_request(
         body=body.decode("utf-8", "replace"),
         raw=raw,
         seconds=time.monotonic() - t0,
+        closed=closed,
     )
+
+
+@pytest.fixture(name="debug_log")
+def debug_log_fixture() -> Iterator[io.StringIO]:
+    """Route every log line of the process, at DEBUG, as JSON into a buffer; restore after."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    stream = io.StringIO()
+    configure_logging(level="debug", fmt="json", stream=stream)
+    yield stream
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    structlog.reset_defaults()

@@ -6,38 +6,24 @@ import asyncio
 import contextlib
 import io
 import json
-import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-import structlog
 
 from exporter.config import IngestSettings
-from exporter.telemetry.logs import configure_logging
 
 from .conftest import running_daemon
-from .http_raw import raw_request
+from .http_raw import debug_log_fixture, raw_request
+
+__all__ = ["debug_log_fixture"]  # imported for pytest: the debug_log fixture
 
 Settings = Callable[..., IngestSettings]
 # Far past aiohttp's 8190-byte line limit.
 _PAD = b"x" * 9000
-
-
-@pytest.fixture
-def debug_log() -> Iterator[io.StringIO]:
-    """Route every log line of the process, at DEBUG, as JSON into a buffer; restore after."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    stream = io.StringIO()
-    configure_logging(level="debug", fmt="json", stream=stream)
-    yield stream
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    structlog.reset_defaults()
 
 
 def _events(stream: io.StringIO) -> list[dict[str, Any]]:
