@@ -1,0 +1,203 @@
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import structlog
+from hypothesis import given
+from hypothesis import strategies as st
+
+from exporter.config import build_institutional_ingest_config
+from exporter.errors import ConfigError
+from exporter.manifest import build_manifest, connector_infos, failover_metadata
+from exporter.redaction import Redactor, redact_text, redact_url
+from exporter.telemetry.logs import configure_logging
+from exporter.telemetry.tracing import configure_tracing
+from exporter.telemetry.webconfig import load_web_config
+from tests.canaries import Planted, canary_hits, cases, postgres_url, redis_url, secret
+
+#: Generated cases per test; with tests/integration/test_redaction_properties.py they make
+#: the suite's case count in `make test`.
+EXAMPLES = {"urls": 600, "misplaced": 300, "web_config": 100, "otlp_headers": 100}
+# Settings fields that must never hold a credential: a value put there by mistake must not
+# come back in an error line, a label or the manifest.
+_PLAIN_FIELDS = (
+    "INGEST_DEPLOYMENT",
+    "INGEST_DIMENSIONS",
+    "KAFKA_INGEST_TOPICS",
+    "TIMESCALE_FAILOVER_DRILL_DIMENSIONS",
+    "TIMESCALE_FAILOVER_DRILL_LABEL",
+    "KAFKA_BOOTSTRAP_SERVERS",
+    "KAFKA_CLIENT_ID",
+    "KAFKA_INGEST_CONSUMER_GROUP",
+    "REDIS_CACHE_NAMESPACE",
+    "REDIS_CACHE_INVALIDATE_PREFIXES",
+    "INGEST_WEB_LISTEN_ADDRESS",
+    "INGEST_OPERATOR_PROBES",
+    "INGEST_PROBE_INTERVAL_SECONDS",
+    "TIMESCALE_POOL_MAX_SIZE",
+    "INGEST_LOG_LEVEL",
+)
+
+
+# Where redact_text's URL scanner ends a URL in free text (see exporter.redaction).
+_PROSE_END_RE = re.compile(r"[\s\"'`<>]")
+
+
+@pytest.fixture
+def debug_log() -> Iterator[io.StringIO]:
+    """Route every log line of the process, at DEBUG, into a buffer; restore logging after."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    stream = io.StringIO()
+    configure_logging(level="debug", fmt="json", stream=stream)
+    yield stream
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    structlog.reset_defaults()
+
+
+def _assert_clean(surfaces: dict[str, str], planted: object) -> None:
+    hits = canary_hits(surfaces)
+    assert not hits, f"canary hits {hits} for {planted}"
+
+
+@cases(EXAMPLES["urls"])
+@given(
+    st.one_of(postgres_url("db.internal", 5432), redis_url("cache.internal", 6379)),
+    st.sampled_from(["connect to {} failed", "{}", "dsn={} status=down", "error: '{}'."]),
+)
+def test_redactor_masks_every_generated_url(planted: Planted, template: str) -> None:
+    """redact_url, redact_text and a Redactor knowing the settings' secrets leave no canary.
+
+    Without the secrets, free text is only scrubbed up to the documented limit: a URL in
+    prose ends at whitespace or a quote, so only URLs without those are checked that way.
+    """
+    (url,) = planted.env.values()
+    surfaces = {"redact_url": redact_url(url)}
+    if not _PROSE_END_RE.search(url):
+        surfaces["redact_text"] = redact_text(template.format(url))
+    try:
+        config = build_institutional_ingest_config(environ=planted.env)
+    except ConfigError as exc:
+        surfaces["config_error"] = str(exc)
+    else:
+        redactor = Redactor(config.secret_values())
+        surfaces["redactor"] = redactor(template.format(url))
+        surfaces["manifest"] = build_manifest(config, config.deployments[0]).model_dump_json()
+        surfaces["labels"] = repr(connector_infos(config))
+    _assert_clean(surfaces, planted)
+
+
+@st.composite
+def _misplaced(draw: st.DrawFn) -> Planted:
+    """Put a credential-bearing URL, or a ``user:secret`` pair, into a non-secret field."""
+    planted = Planted()
+    shape = draw(st.sampled_from(["pg", "redis", "userinfo", "pair"]))
+    if shape == "pg":
+        part = draw(postgres_url("db.internal", 5432))
+        value = part.env["TIMESCALEDB_URL"]
+        planted.canaries += part.canaries
+    elif shape == "redis":
+        part = draw(redis_url("cache.internal", 6379))
+        value = part.env["REDIS_URL"]
+        planted.canaries += part.canaries
+    else:
+        text, found = draw(secret("mp"))
+        planted.canaries += found
+        value = f"monitor:{text}@broker:9092" if shape == "userinfo" else f"monitor:{text}"
+    field = draw(st.sampled_from(_PLAIN_FIELDS))
+    planted.env[field] = draw(st.sampled_from(["{}", "ticks,{}", "{}:topic", "a:{},b:c"])).format(
+        value
+    )
+    if field == "KAFKA_INGEST_TOPICS" or field.startswith("TIMESCALE_FAILOVER"):
+        planted.env.setdefault("INGEST_DIMENSIONS", "ticks")
+        planted.env["TIMESCALE_FAILOVER_DRILL"] = "true"
+    return planted
+
+
+@cases(EXAMPLES["misplaced"])
+@given(_misplaced())
+def test_credentials_in_plain_fields_are_never_echoed(planted: Planted) -> None:
+    """A credential in a field that holds none is not quoted by the error, labels or manifest."""
+    surfaces: dict[str, str] = {}
+    try:
+        config = build_institutional_ingest_config(environ=planted.env)
+    except ConfigError as exc:
+        surfaces["config_error"] = f"ingest-exporter: invalid configuration: {exc}"
+    else:
+        surfaces["manifest"] = json.dumps(
+            [build_manifest(config, d).model_dump(mode="json") for d in config.deployments]
+        )
+        surfaces["labels"] = repr(connector_infos(config))
+        surfaces["failover"] = json.dumps(failover_metadata(config))
+    _assert_clean(surfaces, planted)
+
+
+@st.composite
+def _web_config(draw: st.DrawFn) -> tuple[str, list[str]]:
+    text, canaries = draw(secret("wc"))
+    where = draw(st.sampled_from(["hash", "bcrypt-shaped", "flow", "header", "passphrase"]))
+    value = json.dumps(text)  # a YAML double-quoted scalar holds any printable text
+    body = {
+        "hash": f"basic_auth_users:\n  prometheus: {value}\n",
+        "bcrypt-shaped": f"basic_auth_users:\n  prometheus: {json.dumps('$2b$12$' + text)}\n",
+        "flow": f"basic_auth_users: {{prometheus: {value}, other: {value}}}\n",
+        "header": f"http_server_config:\n  headers:\n    Authorization: {value}\n",
+        "passphrase": f"tls_server_config:\n  key_passphrase: {value}\n",
+    }[where]
+    return body, canaries
+
+
+def test_web_config_errors_never_echo_passwords(tmp_path: Path) -> None:
+    """A web config with a canary in a password position fails without quoting it."""
+
+    @cases(EXAMPLES["web_config"])
+    @given(_web_config())
+    def case(generated: tuple[str, list[str]]) -> None:
+        body, _ = generated
+        path = tmp_path / "web.yml"
+        path.write_text(body, encoding="utf-8")
+        try:
+            load_web_config(path)
+        except ConfigError as exc:
+            _assert_clean({"web_config_error": str(exc)}, body)
+        else:
+            pytest.fail(f"accepted: {body!r}")
+
+    case()
+
+
+@st.composite
+def _otlp_headers(draw: st.DrawFn) -> tuple[str, list[str]]:
+    text, canaries = draw(secret("oh"))
+    shape = draw(st.sampled_from(["{}", "authorization=Bearer {}", "x-key={},bad", "=={}", "a={}"]))
+    return shape.format(text), canaries
+
+
+def test_otlp_headers_are_never_logged(debug_log: io.StringIO) -> None:
+    """Well-formed or malformed OTLP headers holding a canary never reach a log line."""
+    config = build_institutional_ingest_config(environ={})
+
+    @cases(EXAMPLES["otlp_headers"])
+    @given(_otlp_headers())
+    def case(generated: tuple[str, list[str]]) -> None:
+        headers, _ = generated
+        debug_log.seek(0)
+        debug_log.truncate()
+        environ = {
+            "OTEL_EXPORTER_OTLP_HEADERS": headers,
+            "OTEL_EXPORTER_OTLP_TRACES_HEADERS": headers,
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:9/v1/traces",
+        }
+        provider = configure_tracing(config, redactor=Redactor(), environ=environ)
+        assert provider is not None
+        provider.shutdown()
+        _assert_clean({"log": debug_log.getvalue()}, headers)
+
+    case()
