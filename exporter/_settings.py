@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
-from urllib.parse import unquote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from redis.connection import URL_QUERY_ARGUMENT_PARSERS
+
+from exporter._urls import canonical_url, query_problem, split_url
+from exporter.redaction import url_secrets
 
 DEFAULT_TIMESCALE_URL = "postgresql://ingest:local-dev-pw@127.0.0.1:55432/ingest"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:56379/0"
@@ -27,19 +38,34 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
 
 
-def _check_url(value: SecretStr, schemes: tuple[str, ...], what: str) -> SecretStr:
+def _check_url(
+    value: SecretStr, schemes: tuple[str, ...], what: str, typed: Mapping[str, object]
+) -> SecretStr:
+    """Validate a connection URL and return the form every driver reads alike (see _urls)."""
     raw = value.get_secret_value()
-    try:
-        parts = urlsplit(raw)
-        host = parts.netloc.rpartition("@")[2]
-        # Reading .port validates it (ValueError when not a number in range).
-        _ = parts.port if host and not host.startswith(",") else None
-    except ValueError:
-        host = ""
-    scheme_ok = raw.partition("://")[0].lower() in schemes
-    if not scheme_ok or not (host or "host=" in raw or raw.startswith("unix://")):
-        raise ValueError(f"expected a {what} URL ({'|'.join(schemes)}://[user[:password]@]host)")
-    return value
+    parts = split_url(raw)
+    expected = f"expected a {what} URL ({'|'.join(schemes)}://[user[:password]@]host)"
+    if parts is None or parts.scheme.lower() not in schemes:
+        raise ValueError(expected)
+    if not (parts.hosts or "host=" in (parts.query or "") or parts.scheme.lower() == "unix"):
+        raise ValueError(expected)
+    if any(port is not None and port > 65535 for port in parts.ports()):
+        raise ValueError(expected)
+    canonical = canonical_url(raw)
+    if canonical is None:
+        raise ValueError(
+            f"expected a {what} URL that every driver reads alike: write a raw '@' in a "
+            "query value as %40 (or '/', '?', '#' in the password as %2F, %3F, %23)"
+        )
+    problem = query_problem(canonical, typed)
+    if problem is not None:
+        raise ValueError(f"expected a {what} URL without {problem}")
+    return value if canonical == raw else SecretStr(canonical)
+
+
+def _port_list(value: str) -> list[int]:
+    """Read ``port=`` as asyncpg does: comma-separated integers."""
+    return [int(port) for port in value.split(",")]
 
 
 class TimescaleSettings(_Frozen):
@@ -53,7 +79,7 @@ class TimescaleSettings(_Frozen):
     @field_validator("url")
     @classmethod
     def _url(cls, value: SecretStr) -> SecretStr:
-        return _check_url(value, ("postgresql", "postgres"), "PostgreSQL")
+        return _check_url(value, ("postgresql", "postgres"), "PostgreSQL", {"port": _port_list})
 
 
 CachePreset = Literal["institutional", "bootstrap", "aggressive", "extended", "disabled"]
@@ -103,7 +129,8 @@ class RedisSettings(_Frozen):
     @field_validator("url")
     @classmethod
     def _url(cls, value: SecretStr) -> SecretStr:
-        return _check_url(value, ("redis", "rediss", "unix"), "Redis")
+        # redis-py's own converters: a value they refuse would stop the probe with a traceback.
+        return _check_url(value, ("redis", "rediss", "unix"), "Redis", URL_QUERY_ARGUMENT_PARSERS)
 
 
 class TopicBinding(_Frozen):
@@ -170,11 +197,13 @@ class DimensionSettings(_Frozen):
     freshness_sla_seconds: PositiveSeconds = 3_600.0
     recent_window_seconds: PositiveSeconds = 3_600.0
 
-    @model_validator(mode="after")
-    def _default_table(self) -> Self:
-        if not self.table:
-            object.__setattr__(self, "table", self.name)
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _default_table(cls, data: Any) -> Any:
+        """Name the table after the dimension unless the input names one."""
+        if isinstance(data, dict) and not data.get("table"):
+            return {**data, "table": data.get("name", "")}
+        return data
 
 
 class DrillObjectives(_Frozen):
@@ -260,10 +289,8 @@ class LogSettings(_Frozen):
         return value.lower() if isinstance(value, str) else value
 
 
-class IngestSettings(BaseSettings):
+class IngestSettings(_Frozen):
     """The whole validated, immutable configuration of one exporter process."""
-
-    model_config = SettingsConfigDict(frozen=True, extra="forbid")
 
     dimensions: tuple[DimensionSettings, ...] = ()
     deployments: tuple[DeploymentSettings, ...] = (DeploymentSettings(),)
@@ -273,29 +300,24 @@ class IngestSettings(BaseSettings):
     web: WebSettings = WebSettings()
     log: LogSettings = LogSettings()
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Use only explicit input: config.py maps the environment itself.
-
-        The operator-facing variable names predate this tree (three aliases for one URL,
-        comma-separated pairs), and errors must name the variable that was set, so the
-        environment is read by :func:`exporter.config.build_institutional_ingest_config`.
-        """
-        return (init_settings,)
-
     @field_validator("dimensions", mode="before")
     @classmethod
     def _dimension_names(cls, value: Any) -> Any:
         if isinstance(value, list | tuple):
             return [{"name": v} if isinstance(v, str) else v for v in value]
         return value
+
+    @field_validator("failover_drill")
+    @classmethod
+    def _drill_every_dimension(
+        cls, drill: TimescaleFailoverDrillSettings, info: ValidationInfo
+    ) -> TimescaleFailoverDrillSettings:
+        """Give enabled drills that name no dimension every declared one."""
+        # ``dimensions`` is declared first, so it is validated (or failed) by now.
+        if not drill.enabled or drill.dimensions:
+            return drill
+        names = tuple(d.name for d in info.data.get("dimensions", ()))
+        return drill.model_copy(update={"dimensions": names})
 
     @model_validator(mode="after")
     def _references(self) -> Self:
@@ -314,10 +336,7 @@ class IngestSettings(BaseSettings):
                     f"got unknown {name!r}"
                 )
         if self.failover_drill.enabled and not self.failover_drill.dimensions:
-            if not known:
-                raise ValueError("failover_drill.enabled: expected declared dimensions to drill")
-            drill = self.failover_drill.model_copy(update={"dimensions": tuple(known)})
-            object.__setattr__(self, "failover_drill", drill)
+            raise ValueError("failover_drill.enabled: expected declared dimensions to drill")
         for index, deployment in enumerate(self.deployments):
             for binding in deployment.kafka.ingest_topics:
                 if binding.dimension not in known:
@@ -330,17 +349,13 @@ class IngestSettings(BaseSettings):
     def secret_values(self) -> list[str]:
         """Return every configured secret, so redaction can mask it wherever it shows up.
 
-        Whole URLs and their user-info passwords (raw and percent-decoded): a driver may
-        print a password without the rest of its URL.
+        Whole URLs, their passwords and secret query values (raw and percent-decoded): a
+        driver may print a password without the rest of its URL.
         """
         values: list[str] = []
         for deployment in self.deployments:
-            urls = [deployment.timescale.url, deployment.redis.url]
-            values += [url.get_secret_value() for url in urls]
-            for url in urls:
-                userinfo = url.get_secret_value().partition("://")[2].rpartition("@")[0]
-                password = userinfo.partition(":")[2]
-                values += [password, unquote(password)]
+            for url in (deployment.timescale.url, deployment.redis.url):
+                values += [url.get_secret_value(), *url_secrets(url.get_secret_value())]
             kafka = deployment.kafka
             if kafka.sasl_password is not None:
                 values.append(kafka.sasl_password.get_secret_value())

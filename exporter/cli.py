@@ -15,8 +15,14 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from exporter import __version__
-from exporter.config import DeploymentSettings, IngestSettings, build_institutional_ingest_config
+from exporter.config import (
+    DeploymentSettings,
+    IngestSettings,
+    build_institutional_ingest_config,
+    build_redactor,
+)
 from exporter.errors import ConfigError, ExporterError
+from exporter.redaction import Redactor
 
 __all__ = [
     "EXIT_CONFIG",
@@ -146,12 +152,15 @@ def _dispatch(args: argparse.Namespace, settings: IngestSettings) -> int:
         return EXIT_OK
     if args.command == "manifest":
         return _manifest(settings, _chosen(settings, args.deployment))
-    _configure_logs(settings)
+    # The one redactor of the process: logs, spans and every job scrub with it.
+    redactor = build_redactor(settings)
+    _configure_logs(settings, redactor)
     if args.command == "probe":
-        code = asyncio.run(_probe(settings, _chosen(settings, args.deployment), args.format))
+        chosen = _chosen(settings, args.deployment)
+        code = asyncio.run(_probe(settings, chosen, args.format, redactor))
         _exit_soon(code)  # the report is out: a probe thread still stuck must not hold the exit
         return code
-    return _run(settings)
+    return _run(settings, redactor)
 
 
 def _check_operator_probes(settings: IngestSettings) -> None:
@@ -160,15 +169,10 @@ def _check_operator_probes(settings: IngestSettings) -> None:
     load_operator_probes(settings.probes.operator)
 
 
-def _configure_logs(settings: IngestSettings) -> None:
-    from exporter.redaction import Redactor
+def _configure_logs(settings: IngestSettings, redactor: Redactor) -> None:
     from exporter.telemetry.logs import configure_logging
 
-    configure_logging(
-        level=settings.log.level,
-        fmt=settings.log.format,
-        redactor=Redactor(settings.secret_values()),
-    )
+    configure_logging(level=settings.log.level, fmt=settings.log.format, redactor=redactor)
 
 
 def _chosen(settings: IngestSettings, deployment: str | None) -> list[DeploymentSettings]:
@@ -190,12 +194,15 @@ def _manifest(settings: IngestSettings, chosen: list[DeploymentSettings]) -> int
 
 
 async def _probe(
-    settings: IngestSettings, chosen: list[DeploymentSettings], fmt: str | None
+    settings: IngestSettings,
+    chosen: list[DeploymentSettings],
+    fmt: str | None,
+    redactor: Redactor,
 ) -> int:
     from exporter.probes.report import render_table
     from exporter.provisioner import InstitutionalIngestProvisioner
 
-    provisioner = InstitutionalIngestProvisioner(settings)
+    provisioner = InstitutionalIngestProvisioner(settings, redactor=redactor)
     reports = []
     for deployment in chosen:
         services = provisioner.provision(deployment=deployment.name)
@@ -212,12 +219,11 @@ async def _probe(
     return EXIT_OK if all(r.ok for r in reports) else EXIT_FAILURE
 
 
-def _run(settings: IngestSettings) -> int:
+def _run(settings: IngestSettings, redactor: Redactor) -> int:
     from exporter.daemon import Daemon
-    from exporter.redaction import Redactor
 
     async def serve() -> None:
-        daemon = Daemon(settings, redactor=Redactor(settings.secret_values()))
+        daemon = Daemon(settings, redactor=redactor)
         await daemon.run(force_exit=lambda: _exit_now(EXIT_INTERRUPTED))
         # The stop is bounded; asyncio.run's clean-up of what it left behind is not.
         _exit_soon(EXIT_OK)

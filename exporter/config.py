@@ -1,23 +1,30 @@
 """The settings tree: environment + optional YAML file + flags, validated once and frozen.
 
-This is the only module that reads the environment. Operators of this stack already use
-``TIMESCALEDB_URL``, ``REDIS_URL``, ``KAFKA_BROKERS`` and the ``TIMESCALE_FAILOVER_DRILL*``
-family, so those names are kept; every environment variable maps to one path in the tree (see
-:data:`ENVIRONMENT`). Errors name the variable or file key that was wrong and never echo a
-secret value.
+This is the only module of ours that reads the environment; the OpenTelemetry SDK reads its
+standard ``OTEL_*`` variables itself. Operators of this stack already use ``TIMESCALEDB_URL``,
+``REDIS_URL``, ``KAFKA_BROKERS`` and the ``TIMESCALE_FAILOVER_DRILL*`` family, so those names
+are kept; every environment variable maps to one path in the tree (see :data:`ENVIRONMENT`).
+Errors name the variable or file key that was wrong and never echo a secret value.
+
+One mechanism: plain frozen pydantic models fed by this loader, not pydantic-settings sources.
+Those names do not fit its sources: deployment-level variables are inherited by every entry of
+the file's ``deployments:`` list, lists and ``key:value`` pairs are comma-separated, and an
+error must name the variable or file key that was set, while its merged sources only know the
+field's path.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import yaml
 from pydantic import ValidationError
 
+from exporter._config_errors import Origins, config_error, echoable
 from exporter._settings import (
     CACHE_PRESETS,
     DeploymentSettings,
@@ -37,7 +44,7 @@ from exporter._settings import (
     WebSettings,
 )
 from exporter.errors import ConfigError
-from exporter.redaction import redact_text
+from exporter.redaction import Redactor
 
 __all__ = [
     "CACHE_PRESETS",
@@ -58,6 +65,7 @@ __all__ = [
     "TopicBinding",
     "WebSettings",
     "build_institutional_ingest_config",
+    "build_redactor",
     "otel_environment",
 ]
 
@@ -106,6 +114,10 @@ ENVIRONMENT: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("INGEST_LOG_FORMAT",), "log.format", "auto|json|console"),
 )
 
+# Top-level file keys that are deployment settings (every deployment inherits them).
+_DEPLOYMENT_KEYS = {"deployment": "name"} | {
+    k: k for k in ("timescale", "redis", "kafka", "mask_hosts")
+}
 # Values given as one comma-separated string in the environment.
 _LIST_PATHS = frozenset(
     {
@@ -134,20 +146,11 @@ def build_institutional_ingest_config(
 
     """
     env = os.environ if environ is None else environ
-    origin: dict[str, str] = {}
     file_data = _read_file(config_file) if config_file is not None else {}
-    file_label = str(config_file) if config_file is not None else ""
-
-    deployments_raw = file_data.pop("deployments", None)
-    defaults: dict[str, Any] = {}
-    for section in ("name", "timescale", "redis", "kafka", "mask_hosts"):
-        key = "deployment" if section == "name" else section
-        if key in file_data:
-            defaults[section] = file_data.pop(key)
-            _note_origin(origin, "@" + section, defaults[section], f"{file_label}: {key}")
-    root: dict[str, Any] = dict(file_data)
-    for path, item in root.items():
-        _note_origin(origin, path, item, f"{file_label}: {path}")
+    origins = Origins(str(config_file or ""), file_data)
+    root = {key: value for key, value in file_data.items() if key not in _DEPLOYMENT_KEYS}
+    defaults = {_DEPLOYMENT_KEYS[k]: v for k, v in file_data.items() if k in _DEPLOYMENT_KEYS}
+    entries = root.pop("deployments", None)
 
     for names, path, _ in ENVIRONMENT:
         name = next((n for n in names if env.get(n, "").strip()), None)
@@ -160,30 +163,22 @@ def build_institutional_ingest_config(
             value = _parse_pairs(name, value, ":")
         elif path == "probes.operator":
             value = [{"name": n, "target": t} for n, t in _parse_pairs(name, value, "=").items()]
-        if path.startswith("@"):
-            _assign(defaults, path[1:], value)
-        else:
-            _assign(root, path, value)
-        origin[path] = name
+        _assign(defaults if path.startswith("@") else root, path.removeprefix("@"), value)
+        origins.variables[path] = name
     for path, value in (overrides or {}).items():
         _assign(root, path, value)
-        origin[path] = "--" + path.replace("_", "-")
+        origins.variables[path] = "--" + path.replace("_", "-")
 
-    if deployments_raw is None:
-        deployments: list[Any] = [defaults]
-    elif isinstance(deployments_raw, list) and deployments_raw:
-        deployments = [_merge(defaults, entry) for entry in deployments_raw]
-        for index, entry in enumerate(deployments_raw):
-            label = f"{file_label}: deployments[{index}]"
-            _note_origin(origin, f"deployments.{index}", entry, label)
+    if entries is None:
+        root["deployments"] = [defaults]
+    elif isinstance(entries, list) and entries:
+        root["deployments"] = [_merge(defaults, entry) for entry in entries]
     else:
-        raise ConfigError(f"{file_label}: deployments", "expected a non-empty list of deployments")
-    root["deployments"] = deployments
-
+        raise ConfigError(origins(["deployments"]), "expected a non-empty list of deployments")
     try:
         return IngestSettings(**root)
     except ValidationError as exc:
-        raise _config_error(exc, origin) from None
+        raise config_error(exc, origins) from None
 
 
 def otel_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -194,6 +189,26 @@ def otel_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]
     """
     env = os.environ if environ is None else environ
     return {name: value for name, value in env.items() if name.startswith("OTEL_")}
+
+
+def build_redactor(settings: IngestSettings, environ: Mapping[str, str] | None = None) -> Redactor:
+    """Return the process's one :class:`Redactor`, knowing every configured secret.
+
+    That is the settings' secrets plus what the OTLP exporter sends or prints: header values
+    and the endpoint's user-info (the SDK reads those variables itself). Build it once and
+    pass it to logging, tracing and the provisioner.
+    """
+    otel = otel_environment(environ)
+    secrets = settings.secret_values()
+    for name in ("OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS"):
+        # Split as leniently as the SDK does; a malformed item is a secret as a whole.
+        for item in otel.get(name, "").split(","):
+            value = item.partition("=")[2].strip()
+            secrets += [item.strip(), value, unquote(value)]
+    for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        userinfo = otel.get(name, "").partition("://")[2].rpartition("@")[0]
+        secrets += [userinfo, userinfo.partition(":")[2]]
+    return Redactor(secrets)
 
 
 def _read_file(path: str | Path) -> dict[str, Any]:
@@ -222,21 +237,19 @@ def _parse_pairs(name: str, value: str, sep: str) -> dict[str, str]:
             continue
         key, found, target = item.partition(sep)
         if not found or not key.strip() or not target.strip():
-            got = f", got {item!r}" if _echoable(item) else ""
+            got = f", got {item!r}" if echoable(item) else ""
             raise ConfigError(name, f"expected comma-separated key{sep}value pairs{got}")
         pairs[key.strip()] = target.strip()
     return pairs
 
 
 def _assign(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``dotted`` in ``tree``, copying (never changing) the file's mappings on the way."""
     *parents, leaf = dotted.split(".")
     node = tree
     for part in parents:
         child = node.get(part)
-        if not isinstance(child, dict):
-            child = {}
-            node[part] = child
-        node = child
+        node[part] = node = dict(child) if isinstance(child, Mapping) else {}
     node[leaf] = value
 
 
@@ -248,81 +261,3 @@ def _merge(base: Mapping[str, Any], over: Any) -> Any:
         current = merged.get(key)
         merged[key] = _merge(current, value) if isinstance(current, Mapping) else value
     return merged
-
-
-def _note_origin(origin: dict[str, str], path: str, value: Any, label: str) -> None:
-    origin[path] = label
-    if isinstance(value, Mapping):
-        for key, child in value.items():
-            _note_origin(origin, f"{path}.{key}", child, f"{label}.{key}")
-
-
-def _config_error(exc: ValidationError, origin: Mapping[str, str]) -> ConfigError:
-    """Turn pydantic's first error into one line naming where the bad value came from."""
-    error = exc.errors(include_url=False)[0]
-    loc = [str(part) for part in error["loc"]]
-    message = error["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
-    if not loc:
-        # Cross-reference checks run on the whole tree and name their path in the message.
-        path, _, message = message.partition(": ")
-        loc = path.split(".")
-    hidden_key = error["type"] == "extra_forbidden" and not _echoable(loc[-1])
-    if hidden_key:
-        # A URL pasted as a key: name the mapping that holds it, never the key itself.
-        loc = loc[:-1]
-    dotted = ".".join(loc)
-    candidates = [dotted]
-    if loc[:1] == ["deployments"] and len(loc) > 2:
-        rest = ".".join(loc[2:])
-        candidates += [f"deployments.{loc[1]}.{rest}", "@" + rest]
-    # An exact origin wins; otherwise the nearest enclosing path names the key (a list
-    # reports an index below the key that set it).
-    key = next((origin[c] for c in candidates if c in origin), None)
-    for candidate in candidates:
-        parts = candidate.split(".")[:-1]
-        while parts and key is None:
-            key = origin.get(".".join(parts))
-            parts.pop()
-    if hidden_key:
-        hidden = "unknown key (not shown: it may hold a credential)"
-        return ConfigError(key or dotted or "configuration", hidden)
-    if error["type"] == "extra_forbidden":
-        return ConfigError(key or dotted, f"unknown key {loc[-1]!r}")
-    if error["type"] == "missing":
-        return ConfigError(key or dotted, "expected a value (required)")
-    expected = _EXPECTED.get(error["type"]) or _explain(message)
-    got = error.get("input")
-    # Echo the offending value only where it cannot be a credential.
-    if isinstance(got, str | int | float) and not _SECRET_LEAF.search(loc[-1]) and error["loc"]:
-        shown = str(got)
-        expected += f", got {shown!r}" if len(shown) <= 40 and _echoable(shown) else ""
-    return ConfigError(key or dotted, expected)
-
-
-def _echoable(text: str) -> bool:
-    """Tell whether operator input may be quoted in an error message.
-
-    Not when it holds an ``@`` (user-info: ``u:pw@host``, even without a scheme) or
-    anything the redactor would mask (a URL's password, ``password=...``): a value put
-    where a mapping or a ``host:port`` was expected is often a whole connection URL.
-    """
-    return "@" not in text and redact_text(text) == text
-
-
-_SECRET_LEAF = re.compile(r"url|pass|secret|token|key", re.IGNORECASE)
-_EXPECTED = {
-    "bool_parsing": "expected a boolean (true/false, yes/no, 1/0)",
-    "bool_type": "expected a boolean (true/false, yes/no, 1/0)",
-    "float_parsing": "expected a number",
-    "int_parsing": "expected a whole number",
-}
-
-
-def _explain(message: str) -> str:
-    text = message.removeprefix("Input should be ").removeprefix("input should be ")
-    if text != message:
-        text = text.replace(", unable to interpret input", "")
-        if text.startswith(("greater", "less")):
-            text = "a number " + text
-        return "expected " + text
-    return text if text.startswith("expected") else f"expected valid input ({text})"

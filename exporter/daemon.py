@@ -14,7 +14,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from exporter import __version__
-from exporter.config import IngestSettings
+from exporter.config import IngestSettings, build_redactor
 from exporter.errors import ExporterError
 from exporter.manifest import connector_infos
 from exporter.probes.base import Probe
@@ -62,14 +62,14 @@ class Daemon:
         # Read first: a bad web config fails before anything is built (exit 2 from the CLI).
         config_file = settings.web.config_file
         self.web_config = load_web_config(config_file) if config_file else WebConfig()
-        self.redactor = redactor or Redactor()
+        self.redactor = redactor or build_redactor(settings)
         self.state = ExporterState()
         self.supervisor = TaskSupervisor(redact=self.redactor, on_change=self.state.touch)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(IngestCollector(self.state, tasks=self.supervisor.describe))
         self.renderer = MetricsRenderer(self.registry, self.state)
         # From the OTEL_* variables; None (a no-op tracer) when OTEL_SDK_DISABLED=true.
-        self.tracer_provider = configure_tracing(settings, redactor=self.redactor)
+        self.tracer_provider = configure_tracing(redactor=self.redactor)
         self.provisioner = InstitutionalIngestProvisioner(
             settings,
             redactor=self.redactor,

@@ -14,7 +14,7 @@ from opentelemetry.trace import Tracer
 
 from exporter.bridge import KafkaIngestBridge
 from exporter.cache import RedisCache
-from exporter.config import DeploymentSettings, IngestSettings
+from exporter.config import DeploymentSettings, IngestSettings, build_redactor
 from exporter.connectors import KafkaConnector, RedisConnector, TimescaleConnector
 from exporter.errors import ExporterError
 from exporter.events import CallbackBus, EventBus, IngestEvent
@@ -313,8 +313,7 @@ class InstitutionalIngestProvisioner:
     ) -> None:
         self.config = config
         self.tracer = tracer
-        self.redactor = redactor or Redactor()
-        self.redactor.add(*config.secret_values())
+        self.redactor = redactor or build_redactor(config)
         # Import errors surface here, before anything starts (exit code 2 from the CLI).
         self.probes: list[Probe] = [*load_operator_probes(config.probes.operator), *probes]
 

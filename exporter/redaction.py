@@ -9,9 +9,10 @@ Documented limits:
 
 * A userinfo without a colon is a username and is kept (``redis://user@host``), as every
   client library reads it.
-* A raw ``@`` is allowed anywhere in a password: the userinfo ends at the *last* ``@`` of
-  the URL. If the text after that ``@`` is not a valid host list, everything after
-  ``scheme://`` is masked.
+* URLs are split by :mod:`exporter._urls`: a raw ``@`` is allowed anywhere in a password,
+  the userinfo ends at the *last* ``@`` of the URL. If the text after that ``@`` is not a
+  valid host list, or a secret query parameter starts before it (the ``@`` may then sit in
+  its value, as in ``?password=a@b``), everything after ``scheme://`` is masked.
 * A raw ``&`` inside a query value cannot be told apart from a separator. Segments without
   ``=`` that follow a secret parameter are dropped, but ``?password=a&b=c`` keeps ``b=c``.
   Percent-encode query values, or register the secret with a :class:`Redactor`.
@@ -33,6 +34,9 @@ from functools import lru_cache
 from typing import Any, Final, TypeVar, cast
 from urllib.parse import quote, quote_plus, unquote, unquote_plus
 
+from exporter._secret_keys import looks_secret
+from exporter._urls import authority, split_url
+
 __all__ = [
     "MASK",
     "Redactor",
@@ -40,6 +44,7 @@ __all__ = [
     "redact_bootstrap_servers",
     "redact_text",
     "redact_url",
+    "url_secrets",
 ]
 
 MASK: Final = "***"
@@ -49,37 +54,12 @@ _T = TypeVar("_T")
 _MIN_SECRET_LENGTH: Final = 3
 _MAX_DEPTH: Final = 32
 
-_SECRET_FRAGMENTS: Final = (
-    "pass",  # password, passwd, sslpassword, passphrase, sasl_plain_password
-    "pwd",
-    "token",
-    "secret",
-    "credential",
-    "auth",
-    "apikey",
-    "api_key",
-    "accesskey",
-    "access_key",
-    "privatekey",
-    "private_key",
-    "signature",
-)
-# "sig" only as a whole word: as a substring it would hit "signal" and "design".
-_SECRET_WORDS: Final = frozenset({"sig"})
 # libpq accepts hosts as query parameters too; they are hidden when hosts are.
 _HOST_PARAMS: Final = frozenset({"host", "hostaddr"})
 
-# A host is a bracketed IPv6 literal (with optional zone) or a registered name; underscores
-# are allowed because Docker service names use them. Either part may be empty, as libpq
-# allows ``postgresql://:5433`` and ``postgresql://u:pw@/db?host=/run/postgresql``.
-_HOSTPORT: Final = r"(?:\[[0-9A-Fa-f:.]+(?:%[\w.~%-]+)?\]|[\w.~%-]+)?(?::[0-9]*)?"
-_HOST_LIST_RE: Final = re.compile(rf"{_HOSTPORT}(?:,{_HOSTPORT})*(?=[/?#]|\Z)")
 _SERVER: Final = r"(?:\[[0-9A-Fa-f:.]+\]|[\w.~%-]+):[0-9]{1,5}"
 _BARE_SERVERS_RE: Final = re.compile(rf"{_SERVER}(?:,{_SERVER})*")
-# Underscores too: Kafka listeners are written ``SASL_SSL://``.
 _SCHEME_RE: Final = re.compile(r"[A-Za-z][\w+.-]*://")
-# Characters a username never holds; seeing one means the split swallowed a path or query.
-_BAD_USER_RE: Final = re.compile(r"[/?#\[\]\s]")
 
 _URL_IN_TEXT_RE: Final = re.compile(r"(?<![\w+.-])[A-Za-z][\w+.-]*://[^\s\"'`<>]+")
 # Sentence punctuation glued to a URL in prose is not part of it.
@@ -113,12 +93,7 @@ def is_secret_key(key: str) -> bool:
         True for names such as ``password``, ``sslpassword``, ``token``, ``api-key``,
         ``X-Auth-Token``, ``sig`` or any ``sasl_*`` except ``sasl_mechanism``.
     """
-    norm = re.sub(r"[\s.-]+", "_", key.strip().lower())
-    if norm.startswith("sasl_"):
-        return norm != "sasl_mechanism"
-    if any(fragment in norm for fragment in _SECRET_FRAGMENTS):
-        return True
-    return not _SECRET_WORDS.isdisjoint(norm.split("_"))
+    return looks_secret(key)
 
 
 def redact_url(url: str, *, mask_hosts: bool = False) -> str:
@@ -134,36 +109,50 @@ def redact_url(url: str, *, mask_hosts: bool = False) -> str:
         ``scheme://***`` when it is unclear where the credentials end.
     """
     text = url.strip()
-    scheme = _SCHEME_RE.match(text)
-    if scheme is None:
+    parts = split_url(text)
+    if parts is None or parts.ambiguous:
+        # Unclear where the credentials end (see exporter._urls): mask all after the scheme.
+        scheme = _SCHEME_RE.match(text)
+        if scheme is not None:
+            return scheme.group() + MASK
         if _BARE_SERVERS_RE.fullmatch(text):
             return _mask_host_list(text) if mask_hosts else text
         return MASK
-    prefix, rest = text[: scheme.end()], text[scheme.end() :]
-    # The userinfo ends at the last '@' of the whole URL: a password may hold raw '@', '/',
-    # '?' and '#', so no earlier delimiter can be trusted. A later '@' with a bad host after
-    # it could be the real end of the userinfo, so that case is masked as a whole.
-    at = rest.rfind("@")
-    hosts = _HOST_LIST_RE.match(rest, at + 1)
-    if hosts is None:
-        return prefix + MASK
-    out = [prefix]
-    if at >= 0:
-        user, colon, _password = rest[:at].partition(":")
-        if _BAD_USER_RE.search(user):
-            # No real user name holds these: the '@' sits in a path or query value (such as
-            # "?password=x@y"), so what follows it may be a secret's tail, not a host.
-            return prefix + MASK
-        out.append(f"{user}:{MASK}" if colon else user)
-        out.append("@")
-    out.append(_mask_host_list(hosts.group()) if mask_hosts else hosts.group())
+    out = [parts.scheme, "://"]
+    if parts.userinfo is not None:
+        out.append(f"{parts.user}:{MASK}@" if parts.password is not None else f"{parts.user}@")
+    out.append(_mask_host_list(parts.hosts) if mask_hosts else parts.hosts)
     # The fragment is dropped: it never matters to a client and may be a password's tail.
-    path_and_query = rest[hosts.end() :].partition("#")[0]
-    path, question, query = path_and_query.partition("?")
-    out.append(path)
-    if question:
-        out.append("?" + _redact_query(query, mask_hosts=mask_hosts))
+    out.append(parts.path)
+    if parts.query is not None:
+        out.append("?" + _redact_query(parts.query, mask_hosts=mask_hosts))
     return "".join(out)
+
+
+def url_secrets(url: str) -> list[str]:
+    """Return every piece of a connection URL that a driver may print and that is secret.
+
+    That is the password of each reading (up to the last ``@``, and up to the authority's
+    first ``@``, as asyncpg reads it) and the value of every secret-looking query
+    parameter, each as written and decoded.
+
+    Args:
+        url: A connection URL.
+
+    Returns:
+        The non-empty pieces, without duplicates.
+    """
+    raw = url.strip().partition("://")[2]
+    candidates = [authority(url).partition("@")[0].partition(":")[2]]
+    parts = split_url(url)
+    if parts is not None and parts.password is not None:
+        candidates.append(parts.password)
+    for segment in raw.partition("?")[2].partition("#")[0].split("&"):
+        key, eq, value = segment.partition("=")
+        if eq and is_secret_key(unquote_plus(key)):
+            candidates.append(value)
+    forms = [form for value in candidates for form in (value, unquote(value), unquote_plus(value))]
+    return [form for form in dict.fromkeys(forms) if form]
 
 
 def redact_bootstrap_servers(servers: Iterable[str], *, mask_hosts: bool = False) -> list[str]:

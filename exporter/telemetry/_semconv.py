@@ -12,6 +12,8 @@ from urllib.parse import parse_qsl, unquote
 
 from opentelemetry.util.types import AttributeValue
 
+from exporter._urls import split_url
+
 if TYPE_CHECKING:
     from exporter.config import DeploymentSettings
     from exporter.probes.base import Probe
@@ -88,19 +90,14 @@ def _clean(attributes: Mapping[str, AttributeValue | None]) -> dict[str, Attribu
 
 def _split_url(url: str) -> tuple[str, str, dict[str, str]] | None:
     """Return (first host[:port], path, query) of a URL, or None when it is ambiguous."""
-    rest = url.partition("://")[2]
-    # The userinfo ends at the last '@' (a password may hold '/', '?' or '@'), so nothing
-    # taken from after it can be a piece of the password. But when a '?' or '#' comes before
-    # that '@', the '@' may as well sit in a query value (`?sslpassword=a@b`): what follows
-    # it could be the tail of a secret, so nothing is taken from such a URL.
-    at = rest.rfind("@")
-    if at >= 0 and any(c in rest[:at] for c in "?#"):
+    parts = split_url(url)
+    # Stricter than the redactor: whenever a '?' or '#' comes before the user-info's end,
+    # that '@' may sit in a query value (`?sslpassword=a@b`) and what follows it could be
+    # the tail of a secret, so nothing is taken from such a URL.
+    if parts is None or parts.ambiguous or any(c in (parts.userinfo or "") for c in "?#"):
         return None
-    after = rest[at + 1 :]
-    cut = min((i for i in (after.find(c) for c in "/?#") if i >= 0), default=len(after))
-    hosts, tail = after[:cut], after[cut:].partition("#")[0]
-    path, _, query = tail.partition("?")
-    return hosts.split(",")[0], unquote(path.lstrip("/")), dict(parse_qsl(query))
+    query = dict(parse_qsl(parts.query or ""))
+    return parts.hosts.split(",")[0], unquote(parts.path.lstrip("/")), query
 
 
 def _host_port(item: str) -> tuple[str, int | None]:

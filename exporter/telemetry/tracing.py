@@ -1,34 +1,34 @@
 """OpenTelemetry tracing: one SDK tracer provider, redacted before export, flushed on stop.
 
-The provider is configured from the standard ``OTEL_*`` variables, read through
-:func:`exporter.config.otel_environment` (config is the only module that reads the environment)
-and handed to the SDK pieces explicitly: resource, sampler, batch processor and OTLP exporter
-options. Two SDK pieces still read ``os.environ`` themselves and are left to do so, because
-the mapping given here comes from the same environment in production: ``SpanLimits`` (the
-``OTEL_*_LIMIT`` variables) and the OTLP exporter's fallbacks for anything not passed (its
-``*_CREDENTIAL_PROVIDER`` hook). The resource's own environment detector also runs; the values
-from the mapping are merged over it, so they win.
+The SDK reads its standard variables itself: ``TracerProvider`` the sampler
+(``OTEL_TRACES_SAMPLER``/``_ARG``), ``OTELResourceDetector`` ``OTEL_RESOURCE_ATTRIBUTES``
+and ``OTEL_SERVICE_NAME``, ``BatchSpanProcessor`` ``OTEL_BSP_*`` and ``OTLPSpanExporter``
+every ``OTEL_EXPORTER_OTLP_*``. This module adds only what the SDK does not do:
 
-Spans are always created while the SDK is enabled, even with no exporter, so every probe cycle
-has a trace id for exemplars and log lines. Nothing is exported unless an endpoint (or
-``OTEL_TRACES_EXPORTER`` explicitly) asks for it: an exporter with no collector must not spam
-``localhost:4318``. The provider is not installed globally: the daemon passes its tracer down.
+* our resource defaults, which those variables override;
+* ``OTEL_TRACES_EXPORTER`` (the SDK leaves it to the auto-instrumentation distro), and no
+  endpoint, no exporter: spans (and so trace ids for exemplars and logs) exist while the
+  SDK is enabled, but an exporter with no collector must not spam ``localhost:4318``;
+* the redacting span processor in front of every exporter;
+* a start that never fails on a bad variable: a negative sampler ratio samples nothing (the
+  SDK would sample everything) and refused ``OTEL_BSP_*`` values give the defaults (the SDK
+  would raise).
+
+The provider is not installed globally: the daemon passes its tracer down.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import threading
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote
 
 import structlog
 from opentelemetry import trace
-from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, TracerProvider, sampling
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
@@ -37,7 +37,6 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
 )
 from opentelemetry.trace import Link, Span, Status
-from opentelemetry.util.types import AttributeValue
 
 from exporter import __version__
 from exporter.config import otel_environment
@@ -46,8 +45,6 @@ from exporter.telemetry._semconv import probe_span_attributes
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
-
-    from exporter.config import IngestSettings
 
 __all__ = [
     "SERVICE_NAME",
@@ -64,36 +61,14 @@ SERVICE_NAME = "ingest-exporter"
 
 _log = structlog.get_logger(__name__)
 
-_SAMPLERS: Mapping[str, Callable[[float], sampling.Sampler]] = {
-    "always_on": lambda _: sampling.ALWAYS_ON,
-    "always_off": lambda _: sampling.ALWAYS_OFF,
-    "traceidratio": sampling.TraceIdRatioBased,
-    "parentbased_always_on": lambda _: sampling.ParentBased(sampling.ALWAYS_ON),
-    "parentbased_always_off": lambda _: sampling.ParentBased(sampling.ALWAYS_OFF),
-    "parentbased_traceidratio": sampling.ParentBasedTraceIdRatio,
-}
-# OTEL_BSP_* variable -> BatchSpanProcessor keyword.
-_BSP_OPTIONS = {
-    "OTEL_BSP_MAX_QUEUE_SIZE": "max_queue_size",
-    "OTEL_BSP_SCHEDULE_DELAY": "schedule_delay_millis",
-    "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "max_export_batch_size",
-    "OTEL_BSP_EXPORT_TIMEOUT": "export_timeout_millis",
-}
-
 
 def configure_tracing(
-    settings: IngestSettings,
-    *,
-    redactor: Redactor,
-    environ: Mapping[str, str] | None = None,
-    exporter: SpanExporter | None = None,
+    *, redactor: Redactor, exporter: SpanExporter | None = None
 ) -> TracerProvider | None:
-    """Build the process's tracer provider from the ``OTEL_*`` variables.
+    """Build the process's tracer provider; the SDK reads the ``OTEL_*`` variables.
 
     Args:
-        settings: The settings tree; its secrets are registered with ``redactor``.
         redactor: Scrubs every span (name, attributes, events, links, status) before export.
-        environ: The ``OTEL_*`` variables; by default :func:`exporter.config.otel_environment`.
         exporter: Export to this exporter, synchronously, instead of what the variables say
             (tests pass an ``InMemorySpanExporter``); it is redacted all the same.
 
@@ -101,14 +76,19 @@ def configure_tracing(
         The provider, or ``None`` when ``OTEL_SDK_DISABLED=true`` (use :func:`tracer_for`,
         which then gives a no-op tracer).
     """
-    env = otel_environment() if environ is None else dict(environ)
+    env = otel_environment()
     if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         _log.info("tracing_disabled")
         return None
-    redactor.add(*settings.secret_values())
+    defaults = {
+        "service.name": SERVICE_NAME,
+        "service.version": __version__,
+        "service.instance.id": str(uuid.uuid4()),
+    }
     provider = TracerProvider(
-        sampler=_sampler(env),
-        resource=_resource(env),
+        sampler=_negative_ratio_sampler(env),
+        # Resource.create() puts explicit attributes over the variables; these are defaults.
+        resource=Resource.create(defaults).merge(OTELResourceDetector().detect()),
         # The daemon shuts it down, bounded; an atexit hook per provider would pile up in tests.
         shutdown_on_exit=False,
     )
@@ -116,12 +96,10 @@ def configure_tracing(
         provider.add_span_processor(RedactingSpanProcessor(SimpleSpanProcessor(exporter), redactor))
         return provider
     names = [n.strip().lower() for n in env.get("OTEL_TRACES_EXPORTER", "").split(",")]
-    explicit = any(names)
     for name in dict.fromkeys(n for n in names if n) or ("otlp",):
-        span_exporter = _exporter(name, env, redactor, explicit=explicit)
+        span_exporter = _exporter(name, env, explicit=any(names))
         if span_exporter is not None:
-            batch = BatchSpanProcessor(span_exporter, **_batch_options(env))
-            provider.add_span_processor(RedactingSpanProcessor(batch, redactor))
+            provider.add_span_processor(RedactingSpanProcessor(_batch(span_exporter), redactor))
     return provider
 
 
@@ -251,48 +229,30 @@ class RedactingSpanProcessor(SpanProcessor):
         return cached[1]
 
 
-def _sampler(env: Mapping[str, str]) -> sampling.Sampler:
-    name = env.get("OTEL_TRACES_SAMPLER", "").strip().lower() or "parentbased_always_on"
+def _negative_ratio_sampler(env: Mapping[str, str]) -> sampling.Sampler | None:
+    """Return a sample-nothing sampler for a negative ratio; ``None`` lets the SDK choose."""
+    name = env.get("OTEL_TRACES_SAMPLER", "").lower()
     try:
-        ratio = float(env.get("OTEL_TRACES_SAMPLER_ARG", "") or 1.0)
+        negative = float(env.get("OTEL_TRACES_SAMPLER_ARG", "")) < 0
     except ValueError:
-        ratio = 1.0
-    if math.isnan(ratio):  # would pass the clamp below and fail the SDK's sampler
-        ratio = 1.0
-    factory = _SAMPLERS.get(name)
-    if factory is None:
-        _log.warning("tracing_sampler_unsupported", sampler=name)
-        factory = _SAMPLERS["parentbased_always_on"]
-    return factory(min(max(ratio, 0.0), 1.0))
+        return None  # the SDK warns and samples everything, as for any unusable ratio
+    if not negative or name not in ("traceidratio", "parentbased_traceidratio"):
+        return None
+    if name == "traceidratio":
+        return sampling.TraceIdRatioBased(0.0)
+    return sampling.ParentBasedTraceIdRatio(0.0)
 
 
-def _resource(env: Mapping[str, str]) -> Resource:
-    attributes: dict[str, AttributeValue] = {
-        "service.name": SERVICE_NAME,
-        "service.version": __version__,
-        "service.instance.id": str(uuid.uuid4()),
-    }
-    for item in env.get("OTEL_RESOURCE_ATTRIBUTES", "").split(","):
-        key, eq, value = item.partition("=")
-        if eq and key.strip():
-            attributes[key.strip()] = unquote(value.strip())
-    if env.get("OTEL_SERVICE_NAME", "").strip():
-        attributes["service.name"] = env["OTEL_SERVICE_NAME"].strip()
-    return Resource.create(attributes)
+def _batch(span_exporter: SpanExporter) -> BatchSpanProcessor:
+    try:
+        return BatchSpanProcessor(span_exporter)
+    except ValueError as exc:  # the SDK's own message names the option, never its value
+        _log.warning("tracing_batch_options_invalid", error=str(exc))
+        # The specification's defaults: queue, delay (ms), batch, export timeout (ms).
+        return BatchSpanProcessor(span_exporter, 2048, 5000, 512, 30000)
 
 
-def _batch_options(env: Mapping[str, str]) -> dict[str, Any]:
-    options: dict[str, Any] = {}
-    for variable, keyword in _BSP_OPTIONS.items():
-        raw = env.get(variable, "").strip()
-        if raw.isdigit() and int(raw) > 0:
-            options[keyword] = int(raw)
-    return options
-
-
-def _exporter(
-    name: str, env: Mapping[str, str], redactor: Redactor, *, explicit: bool
-) -> SpanExporter | None:
+def _exporter(name: str, env: Mapping[str, str], *, explicit: bool) -> SpanExporter | None:
     if name == "none":
         return None
     if name == "console":
@@ -304,48 +264,17 @@ def _exporter(
     if protocol != "http/protobuf":
         _log.warning("tracing_protocol_unsupported", protocol=protocol)
         return None
-    endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip()
-    base = env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
-    if not endpoint and base:
-        endpoint = base.removesuffix("/") + "/v1/traces"
+    endpoint = _first(env, "ENDPOINT")
     if not endpoint and not explicit:
         return None  # no collector configured: spans exist for ids, nothing leaves the process
-    return _otlp_exporter(endpoint or "http://localhost:4318/v1/traces", env, redactor)
-
-
-def _otlp_exporter(endpoint: str, env: Mapping[str, str], redactor: Redactor) -> SpanExporter:
-    from opentelemetry.exporter.otlp.proto.http import Compression
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-    from opentelemetry.util.re import parse_env_headers
 
-    headers = dict(parse_env_headers(_first(env, "HEADERS"), liberal=True))
-    # Header values are usually tokens, and the SDK logs failed exports with the endpoint.
-    userinfo = endpoint.partition("://")[2].rpartition("@")[0]
-    redactor.add(*headers.values(), userinfo, userinfo.partition(":")[2])
-    timeout = _first(env, "TIMEOUT")
-    compression = _first(env, "COMPRESSION").lower()
-    exporter = OTLPSpanExporter(
-        endpoint=endpoint,
-        certificate_file=_first(env, "CERTIFICATE") or None,
-        client_key_file=_first(env, "CLIENT_KEY") or None,
-        client_certificate_file=_first(env, "CLIENT_CERTIFICATE") or None,
-        headers=headers or None,
-        # The Python SDK reads this variable as seconds; so do we, to agree with it.
-        timeout=float(timeout) if _is_number(timeout) else None,
-        compression=Compression(compression) if compression in ("gzip", "deflate") else None,
-    )
-    _log.info("tracing_configured", exporter="otlp", endpoint=redact_url(endpoint))
-    return exporter
+    shown = redact_url(endpoint) if endpoint else None
+    _log.info("tracing_configured", exporter="otlp", endpoint=shown)
+    return OTLPSpanExporter()
 
 
 def _first(env: Mapping[str, str], suffix: str) -> str:
     """Return the traces-specific OTLP variable, else the generic one."""
     value = env.get(f"OTEL_EXPORTER_OTLP_TRACES_{suffix}", "").strip()
     return value or env.get(f"OTEL_EXPORTER_OTLP_{suffix}", "").strip()
-
-
-def _is_number(text: str) -> bool:
-    try:
-        return float(text) > 0
-    except ValueError:
-        return False

@@ -66,6 +66,7 @@ class OtlpReceiver:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._bodies: list[bytes] = []
+        self._headers: list[dict[str, str]] = []
         self._spans: list[ReceivedSpan] = []
         self.bad_requests = 0
         receiver = self
@@ -74,6 +75,8 @@ class OtlpReceiver:
             protocol_version = "HTTP/1.1"  # keep-alive, as the exporter's session expects
 
             def do_POST(self) -> None:
+                with receiver._lock:
+                    receiver._headers.append({k.lower(): v for k, v in self.headers.items()})
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
                 encoding = (self.headers.get("Content-Encoding") or "").lower()
@@ -138,6 +141,11 @@ class OtlpReceiver:
         """Return every span received so far."""
         with self._lock:
             return list(self._spans)
+
+    def headers(self) -> list[dict[str, str]]:
+        """Return the HTTP headers of every request so far, names in lower case."""
+        with self._lock:
+            return list(self._headers)
 
     def bodies(self) -> list[bytes]:
         """Return every raw (decompressed) request body received so far."""

@@ -33,6 +33,10 @@ def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[OtlpReceiver]:
         "OTEL_TRACES_SAMPLER",
         "OTEL_SERVICE_NAME",
         "OTEL_RESOURCE_ATTRIBUTES",
+        "OTEL_EXPORTER_OTLP_HEADERS",
+        "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+        "OTEL_EXPORTER_OTLP_COMPRESSION",
+        "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
     ):
         monkeypatch.delenv(name, raising=False)
     # Export every 100 ms instead of every 5 s, so the test does not wait on the batcher.
@@ -85,6 +89,11 @@ async def test_daemon_exports_redacted_probe_spans_to_an_otlp_receiver(
     service = f"ingest-exporter-test-{unique}"
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", receiver.endpoint)
     monkeypatch.setenv("OTEL_SERVICE_NAME", service)
+    # The SDK reads these itself; what arrives at the receiver proves it (a header value is a
+    # registered secret, so it must be one that no span carries).
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-tenant=tenant-under-test")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "gzip")
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", f"deployment.environment=test%20{unique}")
     timescale = urlsplit(service_env["TIMESCALEDB_URL"])
     redis = urlsplit(service_env["REDIS_URL"])
     kafka_host, _, kafka_port = service_env["KAFKA_BOOTSTRAP_SERVERS"].split(",")[0].rpartition(":")
@@ -146,6 +155,10 @@ async def test_daemon_exports_redacted_probe_spans_to_an_otlp_receiver(
     assert "***" in leak.status_message
 
     assert all(s.resource["service.name"] == service for s in spans)
+    assert all(s.resource["deployment.environment"] == f"test {unique}" for s in spans)
+    assert {(h["x-tenant"], h["content-encoding"]) for h in receiver.headers()} == {
+        ("tenant-under-test", "gzip")
+    }
     assert all("service.version" in s.resource for s in spans)
     for span in spans:
         assert not [text for text in span.strings() if CANARY in text], span.name

@@ -7,7 +7,15 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from exporter.config import ENVIRONMENT, build_institutional_ingest_config
+from exporter import _settings as _settings_module
+from exporter.config import (
+    ENVIRONMENT,
+    DimensionSettings,
+    IngestSettings,
+    TimescaleFailoverDrillSettings,
+    build_institutional_ingest_config,
+    build_redactor,
+)
 from exporter.errors import ConfigError
 
 CANARY = "Zp@ss:w0rd-Qx7"
@@ -234,3 +242,68 @@ def test_a_plain_bad_value_is_still_quoted() -> None:
     """A value that cannot be a credential is echoed, so the operator sees what was wrong."""
     with pytest.raises(ConfigError, match=r"got 'soon'"):
         build_institutional_ingest_config(environ={"INGEST_PROBE_TIMEOUT_SECONDS": "soon"})
+
+
+@pytest.mark.parametrize(
+    ("env", "text", "where"),
+    [
+        ({}, "deployments:\n  - name: a\n    timescale: {url: 'ftp://h'}\n", "[0].timescale.url"),
+        ({"TIMESCALEDB_URL": "ftp://h"}, "deployments:\n  - name: a\n", "TIMESCALEDB_URL"),
+        (
+            {"TIMESCALEDB_URL": "ftp://h"},
+            "deployments:\n  - name: a\n    timescale: {pool_max_size: 3}\n",
+            "TIMESCALEDB_URL",
+        ),
+        ({}, "timescale: {url: 'ftp://h'}\ndeployments:\n  - name: a\n", "c.yaml: timescale.url"),
+        ({}, "deployment: 'no spaces'\n", "c.yaml: deployment"),
+        ({}, "dimensions: [{name: Upper}]\n", "c.yaml: dimensions[0].name"),
+    ],
+)
+def test_errors_name_the_entry_variable_or_key_that_set_the_value(
+    tmp_path: Path, env: dict[str, str], text: str, where: str
+) -> None:
+    """A deployment entry's own key, else the variable, else the inherited file key is named."""
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        build_institutional_ingest_config(environ=env, config_file=path)
+    assert where in str(caught.value).split(": expected")[0]
+
+
+def test_the_settings_are_plain_frozen_models_fed_by_the_loader() -> None:
+    """One mechanism: no pydantic-settings source; defaults are derived without mutation."""
+    assert IngestSettings.__mro__[1].__name__ == "_Frozen"
+    settings = IngestSettings(
+        dimensions=(DimensionSettings(name="ticks"),),
+        failover_drill=TimescaleFailoverDrillSettings(enabled=True),
+    )
+    assert settings.dimensions[0].table == "ticks"
+    assert settings.failover_drill.dimensions == ("ticks",)
+    source = Path(_settings_module.__file__).read_text(encoding="utf-8")
+    assert "object.__setattr__" not in source
+
+
+def test_build_redactor_knows_every_configured_secret() -> None:
+    """The one redactor is built from the settings: URL passwords, SASL user and password."""
+    env = {
+        "TIMESCALEDB_URL": f"postgresql://u:{CANARY}@h/db",
+        "REDIS_URL": "redis://:Rd-pw-1234@h:6379/0",
+        "KAFKA_SASL_USERNAME": "svc-user",
+        "KAFKA_SASL_PASSWORD": "Kf-pw-5678",
+    }
+    settings = build_institutional_ingest_config(environ=env)
+    secrets = build_redactor(settings, environ={}).secrets
+    assert {CANARY, "Rd-pw-1234", "svc-user", "Kf-pw-5678"} <= secrets
+
+
+def test_one_redactor_is_passed_down_to_every_job() -> None:
+    """The daemon hands the redactor it is given to its supervisor, provisioner and bundles."""
+    from exporter.daemon import Daemon
+
+    settings = build_institutional_ingest_config(environ={"INGEST_DEPLOYMENT": "eu-1"})
+    redactor = build_redactor(settings, environ={})
+    daemon = Daemon(settings, redactor=redactor)
+    assert daemon.redactor is redactor
+    assert daemon.supervisor._redact is redactor
+    assert daemon.provisioner.redactor is redactor
+    assert [services.redactor for services in daemon.services] == [redactor]

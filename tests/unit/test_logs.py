@@ -4,6 +4,7 @@ import asyncio
 import io
 import json
 import logging
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,7 +15,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from structlog.testing import capture_logs
 
-from exporter.config import build_institutional_ingest_config
+from exporter.config import build_institutional_ingest_config, build_redactor
 from exporter.probes.base import Check, ConnectivityReport, FunctionProbe, Reason, Status
 from exporter.probes.runner import ProbeRunner
 from exporter.redaction import MASK, Redactor
@@ -164,11 +165,15 @@ class _Services:
         return await self.runner.run(probes, deployment="eu-1")
 
 
-async def test_one_canonical_probe_completed_line_per_check() -> None:
+async def test_one_canonical_probe_completed_line_per_check(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Each check logs one probe_completed event with its span's trace_id and span_id."""
+    for name in [name for name in os.environ if name.startswith("OTEL_")]:
+        monkeypatch.delenv(name)  # the SDK reads them; a sampler set outside must not matter
     memory = InMemorySpanExporter()
     settings = build_institutional_ingest_config(environ={})
-    provider = configure_tracing(settings, redactor=Redactor(), environ={}, exporter=memory)
+    provider = configure_tracing(redactor=build_redactor(settings), exporter=memory)
     runner = ProbeRunner(default_timeout=1.0, tracer=tracer_for(provider))
     services = _Services(runner)
     scheduler = ProbeScheduler(services, interval=60.0)

@@ -1,17 +1,22 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
 
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from structlog.testing import capture_logs
 
 from exporter import __version__
-from exporter.config import IngestSettings, build_institutional_ingest_config
+from exporter.config import IngestSettings, build_institutional_ingest_config, build_redactor
 from exporter.probes.base import Check, FunctionProbe, Measurement, Probe, Reason, Status
 from exporter.probes.runner import ProbeRunner
 from exporter.redaction import MASK, Redactor
@@ -36,6 +41,26 @@ def _settings(**env: str) -> IngestSettings:
     return build_institutional_ingest_config(environ=env)
 
 
+@pytest.fixture(autouse=True)
+def _no_otel_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Start every test without OTEL_* variables: the SDK reads the process environment."""
+    for name in [name for name in os.environ if name.startswith("OTEL_")]:
+        monkeypatch.delenv(name)
+
+
+def _configure(
+    monkeypatch: pytest.MonkeyPatch,
+    env: Mapping[str, str],
+    settings: IngestSettings | None = None,
+    exporter: InMemorySpanExporter | None = None,
+) -> TracerProvider | None:
+    """Set the OTEL_* variables ``env`` and configure tracing with the settings' redactor."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    redactor = build_redactor(settings or _settings())
+    return configure_tracing(redactor=redactor, exporter=exporter)
+
+
 @pytest.fixture
 def memory() -> InMemorySpanExporter:
     """Return an in-memory span exporter."""
@@ -43,10 +68,12 @@ def memory() -> InMemorySpanExporter:
 
 
 @pytest.fixture
-def provider(memory: InMemorySpanExporter) -> Iterator[TracerProvider]:
+def provider(
+    memory: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[TracerProvider]:
     """Return a provider exporting (redacted) to ``memory``; the canary is a configured secret."""
     settings = _settings(TIMESCALEDB_URL=f"postgresql://ingest:{CANARY}@db.internal:5433/metrics")
-    made = configure_tracing(settings, redactor=Redactor(), environ={}, exporter=memory)
+    made = _configure(monkeypatch, {}, settings, memory)
     assert made is not None
     yield made
     made.shutdown()
@@ -328,10 +355,12 @@ def test_redaction_processor_scrubs_every_string(
     assert exported.context == span.get_span_context()
 
 
-def test_resource_defaults_and_environment_overrides(memory: InMemorySpanExporter) -> None:
+def test_resource_defaults_and_environment_overrides(
+    memory: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """service.name defaults to ingest-exporter; OTEL_RESOURCE_ATTRIBUTES and SERVICE_NAME win."""
     settings = _settings()
-    plain = configure_tracing(settings, redactor=Redactor(), environ={}, exporter=memory)
+    plain = _configure(monkeypatch, {}, settings, memory)
     assert plain is not None
     assert plain.resource.attributes["service.name"] == SERVICE_NAME
     assert plain.resource.attributes["service.version"] == __version__
@@ -339,7 +368,7 @@ def test_resource_defaults_and_environment_overrides(memory: InMemorySpanExporte
         "OTEL_RESOURCE_ATTRIBUTES": "service.name=from-attrs,deployment.environment=prod%20eu",
         "OTEL_SERVICE_NAME": "edge-exporter",
     }
-    custom = configure_tracing(settings, redactor=Redactor(), environ=env, exporter=memory)
+    custom = _configure(monkeypatch, env, settings, memory)
     assert custom is not None
     assert custom.resource.attributes["service.name"] == "edge-exporter"
     assert custom.resource.attributes["deployment.environment"] == "prod eu"
@@ -347,10 +376,12 @@ def test_resource_defaults_and_environment_overrides(memory: InMemorySpanExporte
     custom.shutdown()
 
 
-def test_resource_secrets_are_redacted(memory: InMemorySpanExporter) -> None:
+def test_resource_secrets_are_redacted(
+    memory: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A credential in OTEL_RESOURCE_ATTRIBUTES never reaches the exporter."""
     env = {"OTEL_RESOURCE_ATTRIBUTES": f"source.url=postgresql://u:{CANARY}@h/db"}
-    made = configure_tracing(_settings(), redactor=Redactor(), environ=env, exporter=memory)
+    made = _configure(monkeypatch, env, exporter=memory)
     assert made is not None
     with tracer_for(made).start_as_current_span("s"):
         pass
@@ -359,10 +390,12 @@ def test_resource_secrets_are_redacted(memory: InMemorySpanExporter) -> None:
     made.shutdown()
 
 
-async def test_sdk_disabled_gives_no_provider_and_no_trace_ids() -> None:
+async def test_sdk_disabled_gives_no_provider_and_no_trace_ids(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """OTEL_SDK_DISABLED=true: no provider, a no-op tracer, reports without trace ids."""
     env = {"OTEL_SDK_DISABLED": "TRUE", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"}
-    made = configure_tracing(_settings(), redactor=Redactor(), environ=env)
+    made = _configure(monkeypatch, env)
     assert made is None
     tracer = tracer_for(made)
     assert isinstance(tracer, trace.NoOpTracer)
@@ -374,9 +407,9 @@ async def test_sdk_disabled_gives_no_provider_and_no_trace_ids() -> None:
         assert span_ids(span) == (None, None)
 
 
-def test_no_endpoint_creates_spans_but_no_exporter() -> None:
+def test_no_endpoint_creates_spans_but_no_exporter(monkeypatch: pytest.MonkeyPatch) -> None:
     """With no OTLP endpoint configured spans still get ids, but no processor exports them."""
-    made = configure_tracing(_settings(), redactor=Redactor(), environ={})
+    made = _configure(monkeypatch, {})
     assert made is not None
     # The SDK has no public view of its processors; an empty list is the whole point here.
     assert made._active_span_processor._span_processors == ()
@@ -392,19 +425,23 @@ def test_no_endpoint_creates_spans_but_no_exporter() -> None:
     ("variable", "suffix"),
     [("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "/v1/traces"), ("OTEL_EXPORTER_OTLP_ENDPOINT", "")],
 )
-def test_otlp_endpoint_variables_export_over_http(variable: str, suffix: str) -> None:
+def test_otlp_endpoint_variables_export_over_http(
+    variable: str, suffix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The traces endpoint is used as is; the base endpoint gets /v1/traces appended."""
     with OtlpReceiver() as receiver:
         base = receiver.endpoint.removesuffix("/v1/traces")
-        env = {variable: base + suffix, "OTEL_EXPORTER_OTLP_HEADERS": f"x-token={CANARY}x"}
-        redactor = Redactor()
-        made = configure_tracing(_settings(), redactor=redactor, environ=env)
+        monkeypatch.setenv(variable, base + suffix)
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", f"x-token={CANARY}x")
+        redactor = build_redactor(_settings())
+        made = configure_tracing(redactor=redactor)
         assert made is not None
         with tracer_for(made).start_as_current_span("exported") as span:
             span.set_attribute("echo", f"header {CANARY}x")
         made.shutdown()
         (received,) = receiver.spans()
     assert f"{CANARY}x" in redactor.secrets
+    assert [h["x-token"] for h in receiver.headers()] == [f"{CANARY}x"]
     assert received.name == "exported"
     assert received.attributes["echo"] == f"header {MASK}"
     assert received.span_id == trace.format_span_id(span.get_span_context().span_id)
@@ -412,10 +449,12 @@ def test_otlp_endpoint_variables_export_over_http(variable: str, suffix: str) ->
 
 
 @pytest.mark.parametrize(("arg", "expected"), [("nan", 1.0), ("x", 1.0), ("2", 1.0), ("-1", 0.0)])
-def test_a_bad_sampler_ratio_falls_back_instead_of_failing(arg: str, expected: float) -> None:
+def test_a_bad_sampler_ratio_falls_back_instead_of_failing(
+    arg: str, expected: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """An unparsable or out-of-range OTEL_TRACES_SAMPLER_ARG never stops the exporter starting."""
     env = {"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": arg}
-    made = configure_tracing(_settings(), redactor=Redactor(), environ=env)
+    made = _configure(monkeypatch, env)
     assert made is not None
     assert made.sampler.get_description() == f"TraceIdRatioBased{{{expected}}}"
     made.shutdown()
@@ -429,13 +468,13 @@ def test_a_bad_sampler_ratio_falls_back_instead_of_failing(arg: str, expected: f
         {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"},
     ],
 )
-def test_exporter_none_sampler_off_and_grpc_send_nothing(env: dict[str, str]) -> None:
+def test_exporter_none_sampler_off_and_grpc_send_nothing(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """OTEL_TRACES_EXPORTER=none, an always_off sampler or a gRPC protocol export nothing."""
     with OtlpReceiver() as receiver:
-        made = configure_tracing(
-            _settings(),
-            redactor=Redactor(),
-            environ={"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": receiver.endpoint, **env},
+        made = _configure(
+            monkeypatch, {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": receiver.endpoint, **env}
         )
         assert made is not None
         with tracer_for(made).start_as_current_span("dropped"):
@@ -484,13 +523,123 @@ def test_redacting_processor_passes_flush_and_shutdown_through(
     assert calls == ["flush 50", "shutdown"]
 
 
-def test_attribute_keys_survive_a_weak_known_secret(memory: InMemorySpanExporter) -> None:
+def test_attribute_keys_survive_a_weak_known_secret(
+    memory: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """With the dev password "ingest" known, values spelling it are masked but keys are kept."""
     settings = _settings(TIMESCALEDB_URL="postgresql://ingest:ingest@127.0.0.1:55432/ingest")
-    made = configure_tracing(settings, redactor=Redactor(), environ={}, exporter=memory)
+    made = _configure(monkeypatch, {}, settings, memory)
     assert made is not None
     with tracer_for(made).start_as_current_span("s") as span:
         span.set_attribute("ingest.deployment", "ingest-eu")
     (exported,) = memory.get_finished_spans()
     assert _attrs(exported) == {"ingest.deployment": f"{MASK}-eu"}
     made.shutdown()
+
+
+def _batch_and_exporter(provider: TracerProvider) -> tuple[Any, Any]:
+    """Return the one batch processor behind the redacting wrapper, and its OTLP exporter."""
+    # The SDK has no public view of its processors; these are the objects the variables set.
+    (wrapper,) = provider._active_span_processor._span_processors
+    assert isinstance(wrapper, RedactingSpanProcessor)
+    batch = wrapper._inner
+    assert isinstance(batch, BatchSpanProcessor)
+    return batch._batch_processor, batch.span_exporter
+
+
+@pytest.mark.parametrize(
+    ("sampler", "arg", "description"),
+    [
+        ("always_off", "", "AlwaysOffSampler"),
+        ("traceidratio", "0.25", "TraceIdRatioBased{0.25}"),
+        ("parentbased_traceidratio", "0.5", "ParentBased{root:TraceIdRatioBased{0.5},"),
+        ("parentbased_traceidratio", "-3", "ParentBased{root:TraceIdRatioBased{0.0},"),
+        ("", "", "ParentBased{root:AlwaysOnSampler,"),
+    ],
+)
+def test_the_sdk_reads_the_sampler_variables(
+    sampler: str, arg: str, description: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OTEL_TRACES_SAMPLER and _ARG pick the provider's sampler (default parent-based on)."""
+    env = {"OTEL_TRACES_SAMPLER": sampler, "OTEL_TRACES_SAMPLER_ARG": arg}
+    made = _configure(monkeypatch, {name: value for name, value in env.items() if value})
+    assert made is not None
+    assert made.sampler.get_description().startswith(description)
+    made.shutdown()
+
+
+def test_the_sdk_reads_the_batch_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """OTEL_BSP_* set the batch processor's queue, delay, batch size and export timeout."""
+    env = {
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:9/v1/traces",
+        "OTEL_BSP_MAX_QUEUE_SIZE": "300",
+        "OTEL_BSP_SCHEDULE_DELAY": "250",
+        "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "30",
+        "OTEL_BSP_EXPORT_TIMEOUT": "4000",
+    }
+    made = _configure(monkeypatch, env)
+    assert made is not None
+    batch, _ = _batch_and_exporter(made)
+    assert batch._max_queue_size == 300
+    assert batch._schedule_delay_millis == 250
+    assert batch._max_export_batch_size == 30
+    assert batch._export_timeout_millis == 4000
+    made.shutdown()
+
+
+def test_refused_batch_variables_give_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch variable the SDK refuses (0) gives the defaults and a warning, not a crash."""
+    env = {
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:9/v1/traces",
+        "OTEL_BSP_MAX_QUEUE_SIZE": "0",
+    }
+    with capture_logs() as logs:
+        made = _configure(monkeypatch, env)
+    assert made is not None
+    batch, _ = _batch_and_exporter(made)
+    assert batch._max_queue_size == 2048
+    assert batch._schedule_delay_millis == 5000
+    assert [e["event"] for e in logs if e["log_level"] == "warning"] == [
+        "tracing_batch_options_invalid"
+    ]
+    made.shutdown()
+
+
+def test_the_sdk_reads_the_otlp_exporter_variables(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """OTEL_EXPORTER_OTLP_* (traces-specific first) set endpoint, headers, TLS, timeout, gzip."""
+    ca, key, cert = (tmp_path / name for name in ("ca.pem", "client.key", "client.pem"))
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector.example:4318",
+        "OTEL_EXPORTER_OTLP_HEADERS": "x-tenant=eu,x-token=generic",
+        "OTEL_EXPORTER_OTLP_TRACES_HEADERS": f"x-token={CANARY}",
+        "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "7",
+        "OTEL_EXPORTER_OTLP_COMPRESSION": "gzip",
+        "OTEL_EXPORTER_OTLP_CERTIFICATE": str(ca),
+        "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY": str(key),
+        "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE": str(cert),
+    }
+    made = _configure(monkeypatch, env)
+    assert made is not None
+    _, exporter = _batch_and_exporter(made)
+    client = exporter._client
+    assert client._endpoint == "http://collector.example:4318/v1/traces"
+    assert client._headers["x-token"] == CANARY
+    assert "x-tenant" not in client._headers  # the traces variable replaces the generic one
+    assert client._timeout == 7.0
+    assert client._headers["Content-Encoding"] == "gzip"
+    session = client._transport._session
+    assert session.verify == str(ca)
+    assert session.cert == (str(cert), str(key))
+    made.shutdown()
+
+
+def test_the_secrets_of_the_otlp_variables_are_known_to_the_redactor(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Header values (raw and decoded) and the endpoint's password are registered secrets."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "authorization=Basic%20Zm9vOmJhcg==")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"https://otel:{CANARY}@collector:4318")
+    secrets = build_redactor(_settings()).secrets
+    assert {"Basic%20Zm9vOmJhcg==", "Basic Zm9vOmJhcg==", CANARY} <= secrets
