@@ -68,7 +68,7 @@ async def cycle_surfaces(env: Mapping[str, str], log: io.StringIO) -> dict[str, 
         return {"config_error": f"ingest-exporter: invalid configuration: {exc}"}
     spans = InMemorySpanExporter()
     redactor = Redactor(settings.secret_values())
-    provider = configure_tracing(settings, redactor=redactor, environ={}, exporter=spans)
+    provider = configure_tracing(redactor=redactor, exporter=spans)
     provisioner = InstitutionalIngestProvisioner(
         settings, redactor=redactor, tracer=tracer_for(provider)
     )

@@ -6,6 +6,7 @@ import logging
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import pytest
 import structlog
@@ -87,8 +88,15 @@ def test_redactor_masks_every_generated_url(planted: Planted, template: str) -> 
     except ConfigError as exc:
         surfaces["config_error"] = str(exc)
     else:
+        # What a driver can print: the URL as configured (normalised) and its password.
         redactor = Redactor(config.secret_values())
-        surfaces["redactor"] = redactor(template.format(url))
+        deployment = config.deployments[0]
+        for name, configured in (("timescale", deployment.timescale), ("redis", deployment.redis)):
+            text = configured.url.get_secret_value()
+            password = urlsplit(text).password or ""
+            surfaces[f"redactor {name}"] = redactor(template.format(text))
+            surfaces[f"redactor {name} password"] = redactor(template.format(password))
+            surfaces[f"redactor {name} decoded"] = redactor(template.format(unquote(password)))
         surfaces["manifest"] = build_manifest(config, config.deployments[0]).model_dump_json()
         surfaces["labels"] = repr(connector_infos(config))
     _assert_clean(surfaces, planted)
@@ -182,7 +190,6 @@ def _otlp_headers(draw: st.DrawFn) -> tuple[str, list[str]]:
 
 def test_otlp_headers_are_never_logged(debug_log: io.StringIO) -> None:
     """Well-formed or malformed OTLP headers holding a canary never reach a log line."""
-    config = build_institutional_ingest_config(environ={})
 
     @cases(EXAMPLES["otlp_headers"])
     @given(_otlp_headers())
@@ -190,12 +197,13 @@ def test_otlp_headers_are_never_logged(debug_log: io.StringIO) -> None:
         headers, _ = generated
         debug_log.seek(0)
         debug_log.truncate()
-        environ = {
-            "OTEL_EXPORTER_OTLP_HEADERS": headers,
-            "OTEL_EXPORTER_OTLP_TRACES_HEADERS": headers,
-            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:9/v1/traces",
-        }
-        provider = configure_tracing(config, redactor=Redactor(), environ=environ)
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("OTEL_EXPORTER_OTLP_HEADERS", headers)
+            env.setenv("OTEL_EXPORTER_OTLP_TRACES_HEADERS", headers)
+            env.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://127.0.0.1:9/v1/traces")
+            env.delenv("OTEL_SDK_DISABLED", raising=False)
+            env.delenv("OTEL_TRACES_EXPORTER", raising=False)
+            provider = configure_tracing(redactor=Redactor())
         assert provider is not None
         provider.shutdown()
         _assert_clean({"log": debug_log.getvalue()}, headers)
