@@ -19,6 +19,9 @@ class ProxiedKafka(KafkaInstance):
     reached directly, for the wrong-credentials case.
     """
 
+    #: The SASL/PLAIN login the broker accepts.
+    SASL_USER, SASL_PASSWORD = "monitor", "matrix-pw"
+
     def __init__(self) -> None:
         super().__init__()
         self.proxy = FaultProxy(self.port)
