@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -42,6 +44,35 @@ DETECT_WITHIN = INTERVAL + TIMEOUT + 1.5
 P99_MS = 250.0
 
 _ROWS: list[FaultRow] = []
+#: What asyncio (and aiokafka's connection) log for a leak or a lost task; none may appear.
+_LOST = ("never retrieved", "destroyed but it is pending", "Unclosed", "Unexpected exception")
+
+
+class _LostResources(logging.Handler):
+    """Collect the event loop's reports of unclosed resources and lost task results."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.found: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if any(marker in message for marker in _LOST):
+            self.found.append(message.splitlines()[0])
+
+
+@pytest.fixture(autouse=True)
+def lost_resources() -> Iterator[_LostResources]:
+    """Fail the test if the loop reports a leaked resource or an unretrieved task failure."""
+    handler = _LostResources()
+    loggers = [logging.getLogger(name) for name in ("asyncio", "aiokafka.conn")]
+    for logger in loggers:
+        logger.addHandler(handler)
+    yield handler
+    gc.collect()  # objects leaked during the run report themselves when collected
+    for logger in loggers:
+        logger.removeHandler(handler)
+    assert not handler.found, handler.found
 
 
 @pytest.fixture(scope="module", autouse=True)
