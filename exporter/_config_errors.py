@@ -87,26 +87,29 @@ def config_error(exc: ValidationError, origins: Origins) -> ConfigError:
     # Echo the offending value only where it cannot be a credential.
     if isinstance(got, str | int | float) and not _SECRET_LEAF.search(loc[-1]) and error["loc"]:
         shown = str(got)
-        expected += f", got {shown!r}" if len(shown) <= 40 and echoable(shown) else ""
+        expected += f", got {shown!r}" if echoable(shown) else ""
     return ConfigError(origins(loc), expected)
 
 
 def echoable(text: str) -> bool:
     """Tell whether operator input may be quoted in an error message.
 
-    Not when it holds an ``@`` (user-info: ``u:pw@host``, even without a scheme) or
-    anything the redactor would mask (a URL's password, ``password=...``): a value put
-    where a mapping or a ``host:port`` was expected is often a whole connection URL.
+    Only a short plain word may: letters, digits, ``_ . + -`` and spaces. A value put where
+    a mapping, a list item, a key or a ``host:port`` was expected is often a whole
+    connection URL or a ``user:secret`` pair, so anything with ``@``, ``:``, ``/``, ``=``,
+    ``%`` or quotes is named, never quoted; so is anything the redactor would mask.
     """
-    return "@" not in text and redact_text(text) == text
+    return _PLAIN.fullmatch(text) is not None and redact_text(text) == text
 
 
-_SECRET_LEAF = re.compile(r"url|pass|secret|token|key", re.IGNORECASE)
+_PLAIN = re.compile(r"[\w .+-]{1,40}")
+_SECRET_LEAF = re.compile(r"url|pass|secret|token|key|user|sasl", re.IGNORECASE)
 _EXPECTED = {
     "bool_parsing": "expected a boolean (true/false, yes/no, 1/0)",
     "bool_type": "expected a boolean (true/false, yes/no, 1/0)",
     "float_parsing": "expected a number",
     "int_parsing": "expected a whole number",
+    "int_parsing_size": "expected a whole number (this one is far too long)",
 }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, Self, get_args
 
 from pydantic import (
     BaseModel,
@@ -18,7 +18,7 @@ from pydantic import (
 )
 from redis.connection import URL_QUERY_ARGUMENT_PARSERS
 
-from exporter._urls import canonical_url, query_problem, split_url
+from exporter._urls import POSTGRES_QUERY, driver_url
 from exporter.redaction import url_secrets
 
 DEFAULT_TIMESCALE_URL = "postgresql://ingest:local-dev-pw@127.0.0.1:55432/ingest"
@@ -32,40 +32,30 @@ _DEPLOYMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]*):(\d{1,5})$")
 
 PositiveSeconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+# Names that refer to a declared dimension: never a URL or a `user:secret` an error could quote.
+Identifier = Annotated[str, Field(pattern=_IDENTIFIER.pattern)]
 
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_boolean_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """Refuse ``true``/``false`` where a number goes (pydantic would read 1 and 0)."""
+        if isinstance(value, bool) and info.field_name is not None:
+            annotation = cls.model_fields[info.field_name].annotation
+            if annotation is not bool and bool not in get_args(annotation):
+                raise ValueError("expected a number, not a boolean")
+        return value
+
 
 def _check_url(
     value: SecretStr, schemes: tuple[str, ...], what: str, typed: Mapping[str, object]
 ) -> SecretStr:
-    """Validate a connection URL and return the form every driver reads alike (see _urls)."""
     raw = value.get_secret_value()
-    parts = split_url(raw)
-    expected = f"expected a {what} URL ({'|'.join(schemes)}://[user[:password]@]host)"
-    if parts is None or parts.scheme.lower() not in schemes:
-        raise ValueError(expected)
-    if not (parts.hosts or "host=" in (parts.query or "") or parts.scheme.lower() == "unix"):
-        raise ValueError(expected)
-    if any(port is not None and port > 65535 for port in parts.ports()):
-        raise ValueError(expected)
-    canonical = canonical_url(raw)
-    if canonical is None:
-        raise ValueError(
-            f"expected a {what} URL that every driver reads alike: write a raw '@' in a "
-            "query value as %40 (or '/', '?', '#' in the password as %2F, %3F, %23)"
-        )
-    problem = query_problem(canonical, typed)
-    if problem is not None:
-        raise ValueError(f"expected a {what} URL without {problem}")
+    canonical = driver_url(raw, schemes, what, typed)
     return value if canonical == raw else SecretStr(canonical)
-
-
-def _port_list(value: str) -> list[int]:
-    """Read ``port=`` as asyncpg does: comma-separated integers."""
-    return [int(port) for port in value.split(",")]
 
 
 class TimescaleSettings(_Frozen):
@@ -79,7 +69,7 @@ class TimescaleSettings(_Frozen):
     @field_validator("url")
     @classmethod
     def _url(cls, value: SecretStr) -> SecretStr:
-        return _check_url(value, ("postgresql", "postgres"), "PostgreSQL", {"port": _port_list})
+        return _check_url(value, ("postgresql", "postgres"), "PostgreSQL", POSTGRES_QUERY)
 
 
 CachePreset = Literal["institutional", "bootstrap", "aggressive", "extended", "disabled"]
@@ -136,7 +126,7 @@ class RedisSettings(_Frozen):
 class TopicBinding(_Frozen):
     """One ingest topic feeding one dimension."""
 
-    dimension: str
+    dimension: Identifier
     topic: str = Field(min_length=1, max_length=249, pattern=r"^[A-Za-z0-9._-]+$")
 
 
@@ -218,7 +208,7 @@ class TimescaleFailoverDrillSettings(_Frozen):
     """Which Timescale dimensions take part in disaster-recovery drills, and how."""
 
     enabled: bool = False
-    dimensions: tuple[str, ...] = ()
+    dimensions: tuple[Identifier, ...] = ()
     label: str = Field("timescale-failover-drill", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
     run_fallback: bool = False
     objectives: DrillObjectives = DrillObjectives()
@@ -233,10 +223,16 @@ class OperatorProbeSettings(_Frozen):
     timeout_seconds: PositiveSeconds | None = None
 
 
-class ProbeSettings(_Frozen):
-    """How often probes run and how long each may take."""
+#: Shortest probe interval: below it the loop only burns CPU and floods the logs.
+MIN_PROBE_INTERVAL_SECONDS = 1.0
 
-    interval_seconds: PositiveSeconds = 15.0
+
+class ProbeSettings(_Frozen):
+    """How often probes run and how long each may take (always less than the interval)."""
+
+    interval_seconds: Annotated[
+        float, Field(ge=MIN_PROBE_INTERVAL_SECONDS, allow_inf_nan=False)
+    ] = 15.0
     timeout_seconds: PositiveSeconds = 5.0
     operator: tuple[OperatorProbeSettings, ...] = ()
 
@@ -318,6 +314,21 @@ class IngestSettings(_Frozen):
             return drill
         names = tuple(d.name for d in info.data.get("dimensions", ()))
         return drill.model_copy(update={"dimensions": names})
+
+    @model_validator(mode="after")
+    def _timeouts_within_the_interval(self) -> Self:
+        """Check that every probe timeout is shorter than the probe interval."""
+        probes = self.probes
+        expected = f"expected less than the probe interval ({probes.interval_seconds:g} s)"
+        if probes.timeout_seconds >= probes.interval_seconds:
+            raise ValueError(f"probes.timeout_seconds: {expected}")
+        for index, entry in enumerate(probes.operator):
+            if (
+                entry.timeout_seconds is not None
+                and entry.timeout_seconds >= probes.interval_seconds
+            ):
+                raise ValueError(f"probes.operator.{index}.timeout_seconds: {expected}")
+        return self
 
     @model_validator(mode="after")
     def _references(self) -> Self:

@@ -34,7 +34,15 @@ from urllib.parse import parse_qs, quote, unquote_plus
 
 from exporter._secret_keys import looks_secret
 
-__all__ = ["ConnectionUrl", "authority", "canonical_url", "query_problem", "split_url"]
+__all__ = [
+    "POSTGRES_QUERY",
+    "ConnectionUrl",
+    "authority",
+    "canonical_url",
+    "driver_url",
+    "query_problem",
+    "split_url",
+]
 
 # A host is a bracketed IPv6 literal (with optional zone) or a registered name; underscores
 # are allowed because Docker service names use them. Either part may be empty, as libpq
@@ -183,12 +191,53 @@ def query_problem(url: str, typed: Mapping[str, object] | None = None) -> str | 
     query = url.partition("?")[2].partition("#")[0] if literal else parts.query or ""
     segments = query.split("&") if query else []
     if any("=" not in segment for segment in segments):
-        return "a query parameter without '=' (write '&' inside a value as %26)"
+        return "a query parameter has no '=' (write a '&' inside a value as %26)"
     values = parse_qs(query)  # blank values are dropped, as redis-py does
     for name, convert in (typed or {}).items():
         if name in values and callable(convert):
             try:
                 convert(values[name][0])
             except (TypeError, ValueError):
-                return f"query parameter {name!r} does not parse as the driver expects"
+                return f"the value of query parameter {name!r} is not what the driver expects"
     return None
+
+
+def _port_list(value: str) -> list[int]:
+    """Read ``port=`` as asyncpg does: comma-separated integers."""
+    return [int(port) for port in value.split(",")]
+
+
+#: The typed PostgreSQL query parameters asyncpg converts (a failure would quote the value).
+POSTGRES_QUERY: Mapping[str, object] = {"port": _port_list}
+
+
+def driver_url(url: str, schemes: tuple[str, ...], what: str, typed: Mapping[str, object]) -> str:
+    """Validate a configured connection URL and return the form every driver reads alike.
+
+    Args:
+        url: The URL as configured.
+        schemes: The accepted schemes, lower case.
+        what: The service, for messages (``PostgreSQL``).
+        typed: Query parameter -> the driver's converter (see :func:`query_problem`).
+
+    Raises:
+        ValueError: with a message that never quotes the URL.
+    """
+    parts = split_url(url)
+    expected = f"expected a {what} URL ({'|'.join(schemes)}://[user[:password]@]host)"
+    if parts is None or parts.scheme.lower() not in schemes:
+        raise ValueError(expected)
+    if not (parts.hosts or "host=" in (parts.query or "") or parts.scheme.lower() == "unix"):
+        raise ValueError(expected)
+    if any(port is not None and port > 65535 for port in parts.ports()):
+        raise ValueError(expected)
+    canonical = canonical_url(url)
+    if canonical is None:
+        raise ValueError(
+            f"expected a {what} URL that every driver reads alike: write a raw '@' in a "
+            "query value as %40 (or '/', '?', '#' in the password as %2F, %3F, %23)"
+        )
+    problem = query_problem(canonical, typed)
+    if problem is not None:
+        raise ValueError(f"expected a {what} URL the driver reads: {problem}")
+    return canonical

@@ -20,15 +20,16 @@ import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 
+from exporter._cleanup import shielded
 from exporter.config import DimensionSettings, KafkaSettings
 from exporter.connectors.kafka import KafkaConnector
-from exporter.errors import ConfigError, ConnectorError
-from exporter.events import DeliveryError, EventBus, IngestEvent, decode_payload
-from exporter.probes.classify import classify
+from exporter.errors import ConfigError, ConnectorError, DeliveryError
+from exporter.events import EventBus, IngestEvent, decode_payload
+from exporter.metricspec import MetricSpec, family, spec
+from exporter.reasons import Reason, classify
 from exporter.supervisor import Heartbeat
-from exporter.telemetry.spec import MetricSpec, spec
 
 __all__ = ["FAILURE_REASONS", "METRIC_SPECS", "KafkaIngestBridge"]
 
@@ -188,7 +189,7 @@ class KafkaIngestBridge:
                 ready = True
                 heartbeat.ready()
             elif not self._joined and loop.time() - started > self._join_timeout:
-                raise ConnectorError(self._connector.name, "timeout", "consumer group join")
+                raise ConnectorError(self._connector.name, Reason.TIMEOUT, "consumer group join")
             changed = False
             if batch:
                 await self._deliver(consumer, batch)
@@ -215,13 +216,14 @@ class KafkaIngestBridge:
         if missing := sorted(set(self._topics) - topics):
             for topic in missing:
                 self._log.error("bridge_topic_missing", topic=topic, dimension=self._topics[topic])
-            raise ConnectorError(self._connector.name, "missing", "topic " + ", ".join(missing))
+            what = "topic " + ", ".join(missing)
+            raise ConnectorError(self._connector.name, Reason.MISSING, what)
 
     def _unreachable(self, exc: Exception, what: str) -> ConnectorError:
         self._lost = True
-        reason = classify(exc).value
+        reason = classify(exc)
         error_type = type(exc).__name__
-        self._log.warning("bridge_cluster_unreachable", reason=reason, error_type=error_type)
+        self._log.warning("bridge_cluster_unreachable", reason=reason.value, error_type=error_type)
         return ConnectorError(self._connector.name, reason, what)
 
     # -- delivery --------------------------------------------------------------------------
@@ -315,8 +317,8 @@ class KafkaIngestBridge:
             return False
         except Exception as exc:
             self._lost = True
-            reason = classify(exc).value
-            self._log.warning("bridge_commit_failed", reason=reason)
+            reason = classify(exc)
+            self._log.warning("bridge_commit_failed", reason=reason.value)
             raise ConnectorError(self._connector.name, reason, "offset commit") from exc
         for tp, offset in offsets.items():
             key = (tp.topic, tp.partition)
@@ -344,20 +346,14 @@ class KafkaIngestBridge:
                 if (task := asyncio.current_task()) is not None and task.cancelling():
                     raise
 
-        closing = asyncio.get_running_loop().create_task(close(), name="bridge:close")
-        try:
-            # A lost cluster gets one call's time: leaving the group would wait for a reply
-            # until request_timeout_ms (measured: 10 s against a SIGSTOPped broker).
-            async with asyncio.timeout(self._call_timeout if self._lost else self._close_timeout):
-                await asyncio.shield(closing)
-        except TimeoutError:
-            closing.cancel()
-            self._log.warning("bridge_close_timed_out")
-            with contextlib.suppress(Exception):  # drop the sockets stop() did not reach
-                async with asyncio.timeout(self._call_timeout):
-                    await consumer._client.close()
-        except Exception as exc:  # noqa: BLE001 - closing must not hide why the run ended
-            self._log.warning("bridge_close_failed", error_type=type(exc).__name__)
+        # A lost cluster gets one call's time: leaving the group would wait for a reply
+        # until request_timeout_ms (measured: 10 s against a SIGSTOPped broker). Failures are
+        # logged, never raised: closing must not hide why the run ended.
+        bound, name = (self._call_timeout if self._lost else self._close_timeout), self.deployment
+        if not await shielded(close(), timeout=bound, event="bridge_close", deployment=name):
+            # Drop the sockets stop() did not reach.
+            drop = consumer._client.close()
+            await shielded(drop, timeout=self._call_timeout, event="bridge_drop", deployment=name)
         self._log.info("bridge_stopped")
 
     # -- metrics ---------------------------------------------------------------------------
@@ -374,11 +370,10 @@ class KafkaIngestBridge:
                 "ingest_bridge_commits": [((), self._commits)],
             }
         for metric in METRIC_SPECS:
-            kind = CounterMetricFamily if metric.type == "counter" else GaugeMetricFamily
-            family = kind(metric.name, metric.help, labels=metric.labels)
+            published = family(metric)
             for labels, value in sorted(rows[metric.name]):
-                family.add_metric([self.deployment, *labels], value)
-            yield family
+                published.add_metric([self.deployment, *labels], value)
+            yield published
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc] # aiokafka is untyped

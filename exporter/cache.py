@@ -25,25 +25,23 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis.asyncio as aioredis
 import structlog
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 from redis.exceptions import RedisError
 
-from exporter._cache import (
+from exporter._cache_scripts import (
     GET_SCRIPT,
     REPAIR_SCRIPT,
     SET_SCRIPT,
     STATS_SCRIPT,
-    CacheStats,
-    OutageLog,
     decode,
     encode,
     glob_escape,
 )
+from exporter._cache_stats import COUNTERS, METRIC_SPECS, CacheStats, OutageLog, cache_families
 from exporter.config import RedisCacheSettings
 from exporter.connectors.redis import RedisConnector
 from exporter.errors import ConnectorError
-from exporter.probes.classify import classify
-from exporter.telemetry.spec import MetricSpec, spec
+from exporter.reasons import Reason, classify
 
 if TYPE_CHECKING:
     from redis.commands.core import AsyncScript
@@ -63,26 +61,6 @@ _PRUNE_PER_SET = 32
 #: Old index members a refresh checks and drops when dead, so an idle index shrinks too.
 _PRUNE_PER_REFRESH = 1000
 _SCAN_COUNT = 500
-_COUNTERS = ("hits", "misses", "sets", "evictions", "corrupt")
-_SHARED = "Shared by every daemon on the namespace; read from Redis on each cache refresh."
-_LABELS = "deployment namespace"
-
-_HITS = "Cache lookups answered."
-_MISSES = "Cache lookups without a usable value (disabled strategy: counted in-process)."
-_EVICTIONS = "Oldest keys deleted to stay within max keys (expiry is not counted)."
-_CORRUPT = "Stored values that were not valid JSON; each was deleted."
-_MAX_KEYS = "Most keys the namespace may hold under the configured policy (0: disabled)."
-
-#: Families of :meth:`RedisCache.metric_families`, with the CacheStats field each publishes.
-_PUBLISHED: tuple[tuple[str, MetricSpec], ...] = (
-    ("hits", spec("ingest_cache_hits", "counter", _LABELS, f"{_HITS} {_SHARED}")),
-    ("misses", spec("ingest_cache_misses", "counter", _LABELS, f"{_MISSES} {_SHARED}")),
-    ("evictions", spec("ingest_cache_evictions", "counter", _LABELS, f"{_EVICTIONS} {_SHARED}")),
-    ("corrupt", spec("ingest_cache_corrupt_values", "counter", _LABELS, f"{_CORRUPT} {_SHARED}")),
-    ("keys", spec("ingest_cache_keys", "gauge", _LABELS, f"Live cached keys. {_SHARED}")),
-    ("max_keys", spec("ingest_cache_max_keys", "gauge", _LABELS, _MAX_KEYS)),
-)
-METRIC_SPECS: tuple[MetricSpec, ...] = tuple(item for _, item in _PUBLISHED)
 
 
 class RedisCache:
@@ -267,13 +245,13 @@ class RedisCache:
                 )
         except _UNAVAILABLE as exc:
             self._retry_at = asyncio.get_running_loop().time() + self._retry_after
-            raise ConnectorError("redis-cache", classify(exc).value) from exc
+            raise ConnectorError("redis-cache", classify(exc)) from exc
         self._succeeded()
         fields = {
             (k.decode() if isinstance(k, bytes) else k): int(v)
             for k, v in zip(flat[::2], flat[1::2], strict=True)
         }
-        counters = {name: fields.get(name, 0) for name in _COUNTERS}
+        counters = {name: fields.get(name, 0) for name in COUNTERS}
         return CacheStats(
             **counters,
             keys=int(keys),
@@ -315,15 +293,12 @@ class RedisCache:
 
     def metric_families(self) -> Iterable[Metric]:
         """Yield the cache families from the last refresh (no I/O)."""
-        labels = [self.deployment, self.namespace]
-        for field, item in _PUBLISHED:
-            kind = CounterMetricFamily if item.type == "counter" else GaugeMetricFamily
-            family = kind(item.name, item.help, labels=list(item.labels))
-            if self._last is not None:
-                family.add_metric(labels, getattr(self._last, field))
-            elif field == "max_keys":  # known from the policy before any read
-                family.add_metric(labels, self._max_keys)
-            yield family
+        return cache_families(
+            self._last,
+            deployment=self.deployment,
+            namespace=self.namespace,
+            max_keys=self._max_keys,
+        )
 
     def live_metadata(self) -> dict[str, Any]:
         """Return the last read counters (None before a read), for the manifest.
@@ -333,7 +308,7 @@ class RedisCache:
         """
         counters = None
         if self._last is not None:
-            counters = {k: getattr(self._last, k) for k in (*_COUNTERS, "keys")}
+            counters = {k: getattr(self._last, k) for k in (*COUNTERS, "keys")}
         return {"counters": counters, "refreshed_at": self._refreshed_at}
 
     def _keys(self, key: str) -> list[str]:
@@ -372,8 +347,8 @@ class RedisCache:
         self._succeeded()
         return True, result
 
-    def _failed(self, operation: str, exc: BaseException) -> str:
-        reason = classify(exc).value
+    def _failed(self, operation: str, exc: BaseException) -> Reason:
+        reason = classify(exc)
         self._retry_at = asyncio.get_running_loop().time() + self._retry_after
         self._outage.failed(operation, reason)
         return reason

@@ -8,6 +8,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -15,13 +16,15 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from exporter import __version__
+from exporter._config_errors import echoable
 from exporter.config import (
     DeploymentSettings,
     IngestSettings,
     build_institutional_ingest_config,
     build_redactor,
+    world_readable_secret_files,
 )
-from exporter.errors import ConfigError, ExporterError
+from exporter.errors import ConfigError, ExporterError, ListenError
 from exporter.redaction import Redactor
 
 __all__ = [
@@ -51,13 +54,43 @@ EXIT_INTERRUPTED = 130
 _EXIT_GRACE = 1.0
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors never quote what was typed: it may be a credential."""
+
+    #: The command line as typed; every word of it is hidden from error messages.
+    typed: Sequence[str] = ()
+
+    def error(self, message: str) -> NoReturn:
+        """Print the usage and the message with every typed word hidden; exit 2."""
+        known = {*self._option_string_actions, *_choices(self)}
+        for token in sorted(self.typed, key=len, reverse=True):
+            option, eq, value = token.partition("=")
+            hidden = value if eq and option in known else token
+            if not hidden or hidden in known:
+                continue
+            message = message.replace(repr(hidden), "(not shown)")
+            if len(hidden) >= 3:
+                pattern = rf"(?<![\w-]){re.escape(hidden)}(?![\w-])"
+                message = re.sub(pattern, "(not shown)", message)
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_CONFIG, f"{self.prog}: error: {message}\n")
+
+
+def _choices(parser: argparse.ArgumentParser) -> set[str]:
+    """Return the sub-command names and option choices ``parser`` knows (safe to show)."""
+    found: set[str] = set()
+    for action in parser._actions:  # argparse keeps them private; read-only here
+        found.update(str(choice) for choice in action.choices or ())
+    return found
+
+
+def _parser(typed: Sequence[str] = ()) -> argparse.ArgumentParser:
+    parser = _Parser(
         prog="ingest-exporter",
         description="Prometheus exporter and health daemon for a Timescale + Redis + Kafka stack.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--config.file", dest="config_file", metavar="FILE", help="YAML config")
     common.add_argument("--log.level", dest="log_level", metavar="LEVEL", help="debug|info|...")
     common.add_argument("--log.format", dest="log_format", metavar="FMT", help="auto|json|console")
@@ -77,6 +110,8 @@ def _parser() -> argparse.ArgumentParser:
     probe = commands.add_parser("probe", parents=[common], help="probe once and print the report")
     probe.add_argument("--format", choices=("table", "json"), default=None)
     probe.add_argument("--deployment", help="only this deployment")
+    for each in (parser, run, check, manifest, probe):
+        each.typed = typed
     return parser
 
 
@@ -122,16 +157,14 @@ def _exit_now(code: int) -> NoReturn:
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Run the command line and exit with one of the documented codes."""
-    parser = _parser()
-    args = parser.parse_args(argv)  # exits 2 on bad usage, like every argparse program
+    typed = sys.argv[1:] if argv is None else list(argv)
+    args = _parser(typed).parse_args(typed)  # exits 2 on bad usage, like every argparse program
     try:
         settings = _settings(args)
         code = _dispatch(args, settings)
     except ConfigError as exc:
         _fail(EXIT_CONFIG, f"invalid configuration: {exc}")
     except ExporterError as exc:
-        from exporter.daemon import ListenError
-
         _fail(EXIT_LISTEN if isinstance(exc, ListenError) else EXIT_FAILURE, str(exc))
     except KeyboardInterrupt:
         # `run` handles SIGINT itself; this one came before its handler was installed or
@@ -141,6 +174,14 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
 
 
 def _dispatch(args: argparse.Namespace, settings: IngestSettings) -> int:
+    # A secret in a file every user may read is worth a warning, not a refusal.
+    exposed = world_readable_secret_files()
+    if args.command in ("check-config", "manifest"):
+        for name in exposed:
+            print(
+                f"ingest-exporter: warning: {name} names a file every user may read",
+                file=sys.stderr,
+            )
     if args.command == "check-config":
         _check_operator_probes(settings)
         if settings.web.config_file is not None:
@@ -155,6 +196,11 @@ def _dispatch(args: argparse.Namespace, settings: IngestSettings) -> int:
     # The one redactor of the process: logs, spans and every job scrub with it.
     redactor = build_redactor(settings)
     _configure_logs(settings, redactor)
+    if exposed:
+        import structlog
+
+        for name in exposed:
+            structlog.get_logger(__name__).warning("secret_file_world_readable", variable=name)
     if args.command == "probe":
         chosen = _chosen(settings, args.deployment)
         code = asyncio.run(_probe(settings, chosen, args.format, redactor))
@@ -180,7 +226,8 @@ def _chosen(settings: IngestSettings, deployment: str | None) -> list[Deployment
     chosen = [d for d in settings.deployments if deployment in (None, d.name)]
     if not chosen:
         names = ", ".join(d.name for d in settings.deployments)
-        raise ConfigError("--deployment", f"expected one of {names}, got {deployment!r}")
+        got = f", got {deployment!r}" if deployment is not None and echoable(deployment) else ""
+        raise ConfigError("--deployment", f"expected one of {names}{got}")
     return chosen
 
 

@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-import yaml
 from pydantic import ValidationError
 
 from exporter._config_errors import Origins, config_error, echoable
+from exporter._config_file import read_secret_file, read_yaml, readable_by_all
 from exporter._settings import (
     CACHE_PRESETS,
     DeploymentSettings,
@@ -67,6 +67,7 @@ __all__ = [
     "build_institutional_ingest_config",
     "build_redactor",
     "otel_environment",
+    "world_readable_secret_files",
 ]
 
 # Where each environment variable lands. "@" paths are deployment-level (they become the
@@ -118,6 +119,10 @@ ENVIRONMENT: tuple[tuple[tuple[str, ...], str, str], ...] = (
 _DEPLOYMENT_KEYS = {"deployment": "name"} | {
     k: k for k in ("timescale", "redis", "kafka", "mask_hosts")
 }
+# Values that may be secrets: each variable of these also has an X_FILE form.
+_SECRET_PATHS = frozenset(
+    {"@timescale.url", "@redis.url", "@kafka.sasl_username", "@kafka.sasl_password"}
+)
 # Values given as one comma-separated string in the environment.
 _LIST_PATHS = frozenset(
     {
@@ -153,32 +158,46 @@ def build_institutional_ingest_config(
     entries = root.pop("deployments", None)
 
     for names, path, _ in ENVIRONMENT:
-        name = next((n for n in names if env.get(n, "").strip()), None)
-        if name is None:
+        found = _lookup(env, names, secret=path in _SECRET_PATHS)
+        if found is None:
             continue
-        value: Any = env[name].strip()
+        name, text = found
+        value: Any = text
         if path in _LIST_PATHS:
             value = [item.strip() for item in value.split(",") if item.strip()]
         elif path == "@kafka.ingest_topics":
             value = _parse_pairs(name, value, ":")
         elif path == "probes.operator":
             value = [{"name": n, "target": t} for n, t in _parse_pairs(name, value, "=").items()]
-        _assign(defaults if path.startswith("@") else root, path.removeprefix("@"), value)
+        _assign(defaults if path.startswith("@") else root, path.removeprefix("@"), value, origins)
         origins.variables[path] = name
     for path, value in (overrides or {}).items():
-        _assign(root, path, value)
+        _assign(root, path, value, origins)
         origins.variables[path] = "--" + path.replace("_", "-")
 
     if entries is None:
         root["deployments"] = [defaults]
     elif isinstance(entries, list) and entries:
-        root["deployments"] = [_merge(defaults, entry) for entry in entries]
+        root["deployments"] = [_merge(defaults, entry, origins, []) for entry in entries]
     else:
         raise ConfigError(origins(["deployments"]), "expected a non-empty list of deployments")
     try:
         return IngestSettings(**root)
     except ValidationError as exc:
         raise config_error(exc, origins) from None
+
+
+def world_readable_secret_files(environ: Mapping[str, str] | None = None) -> list[str]:
+    """Return the ``*_FILE`` variables whose file every user of the machine may read.
+
+    Only the file's mode is looked at: its content was read once, by the loader.
+    """
+    env = os.environ if environ is None else environ
+    variables = [
+        f"{n}_FILE" for aliases, path, _ in ENVIRONMENT if path in _SECRET_PATHS for n in aliases
+    ]
+    named = {variable: env.get(variable, "").strip() for variable in variables}
+    return [variable for variable, file in named.items() if file and readable_by_all(file)]
 
 
 def otel_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -212,22 +231,32 @@ def build_redactor(settings: IngestSettings, environ: Mapping[str, str] | None =
 
 
 def _read_file(path: str | Path) -> dict[str, Any]:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        reason = f"cannot read the file ({exc.strerror})"
-        raise ConfigError(f"--config.file {path}", reason) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(str(path), f"not valid YAML{where}") from None
+    data = read_yaml(path, str(path), unreadable=f"--config.file {path}")
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(str(path), "expected a mapping at the top level")
     return data
+
+
+def _lookup(
+    env: Mapping[str, str], names: tuple[str, ...], *, secret: bool
+) -> tuple[str, str] | None:
+    """Return ``(variable, value)`` of the first alias set, or ``None``.
+
+    A secret may come from the file named by ``X_FILE`` instead (how Docker and Kubernetes
+    mount secrets); it is read here, once.
+    """
+    for name in names:
+        value = env.get(name, "").strip()
+        path = env.get(f"{name}_FILE", "").strip() if secret else ""
+        if value and path:
+            raise ConfigError(f"{name}_FILE", f"set only one of {name} and {name}_FILE")
+        if path:
+            return f"{name}_FILE", read_secret_file(path, f"{name}_FILE")
+        if value:
+            return name, value
+    return None
 
 
 def _parse_pairs(name: str, value: str, sep: str) -> dict[str, str]:
@@ -243,21 +272,37 @@ def _parse_pairs(name: str, value: str, sep: str) -> dict[str, str]:
     return pairs
 
 
-def _assign(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    """Set ``dotted`` in ``tree``, copying (never changing) the file's mappings on the way."""
+def _assign(tree: dict[str, Any], dotted: str, value: Any, origins: Origins) -> None:
+    """Set ``dotted`` in ``tree``, copying (never changing) the file's mappings on the way.
+
+    Raises:
+        ConfigError: the file put something other than a mapping on the way.
+    """
     *parents, leaf = dotted.split(".")
     node = tree
-    for part in parents:
+    for depth, part in enumerate(parents, start=1):
         child = node.get(part)
-        node[part] = node = dict(child) if isinstance(child, Mapping) else {}
+        if child is not None and not isinstance(child, Mapping):
+            raise ConfigError(origins(parents[:depth]), "expected a mapping")
+        node[part] = node = dict(child or {})
     node[leaf] = value
 
 
-def _merge(base: Mapping[str, Any], over: Any) -> Any:
+def _merge(base: Mapping[str, Any], over: Any, origins: Origins, path: list[str]) -> Any:
+    """Return ``over`` laid over ``base`` (a deployment entry over the top-level sections).
+
+    Raises:
+        ConfigError: ``base`` holds a non-mapping where the entry gives a mapping, which
+            would silently drop it.
+    """
     if not isinstance(over, Mapping):
         return over
     merged: dict[str, Any] = dict(base)
     for key, value in over.items():
         current = merged.get(key)
-        merged[key] = _merge(current, value) if isinstance(current, Mapping) else value
+        if isinstance(current, Mapping):
+            value = _merge(current, value, origins, [*path, key])
+        elif current is not None and isinstance(value, Mapping):
+            raise ConfigError(origins([*path, key]), "expected a mapping")
+        merged[key] = value
     return merged

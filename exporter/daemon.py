@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import time
 from collections.abc import Callable, Sequence
@@ -14,8 +13,9 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from exporter import __version__
+from exporter._cleanup import shielded
 from exporter.config import IngestSettings, build_redactor
-from exporter.errors import ExporterError
+from exporter.errors import ListenError
 from exporter.manifest import connector_infos
 from exporter.probes.base import Probe
 from exporter.provisioner import InstitutionalIngestProvisioner, InstitutionalIngestServices
@@ -27,7 +27,7 @@ from exporter.telemetry.tracing import configure_tracing, shutdown_tracing, trac
 from exporter.telemetry.web import WebApp, build_app
 from exporter.telemetry.webconfig import WebConfig, load_web_config
 
-__all__ = ["Daemon", "ListenError"]
+__all__ = ["Daemon"]
 
 _log = structlog.get_logger(__name__)
 
@@ -38,14 +38,8 @@ SHUTDOWN_TIMEOUT = 10.0
 _WEB_SHARE = 0.25
 #: Longest wait for the unread rest of a refused request body, in seconds.
 _LINGER = 1.0
-
-
-class ListenError(ExporterError):
-    """Report that the HTTP listener could not bind its address."""
-
-    def __init__(self, address: str, reason: str) -> None:
-        self.address = address
-        super().__init__(f"cannot listen on {address}: {reason}")
+#: The stop bounds each of its steps; the cleanup helper's own bound is only a backstop.
+_STOP_SLACK = 1.0
 
 
 class Daemon:
@@ -161,9 +155,9 @@ class Daemon:
         deadline = t0 + timeout
         if self._runner is not None:
             runner, self._runner = self._runner, None
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(0.1, timeout * _WEB_SHARE)):
-                    await runner.cleanup()
+            await shielded(
+                runner.cleanup(), timeout=max(0.1, timeout * _WEB_SHARE), event="web_stop"
+            )
         clean = await self.supervisor.cancel_all(timeout=max(0.1, deadline - time.monotonic()) / 2)
         # Concurrently, each with the whole remaining budget; one failing stop skips no other.
         remaining = max(0.1, deadline - time.monotonic())
@@ -202,7 +196,10 @@ class Daemon:
             await self.stop_event.wait()
             _log.info("exporter_stopping")
         finally:
-            await asyncio.shield(self.stop())
+            # Finished even if run() is cancelled (then re-raised); stop() bounds itself.
+            await shielded(
+                self.stop(), timeout=SHUTDOWN_TIMEOUT + _STOP_SLACK, event="exporter_stop"
+            )
             if install_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)

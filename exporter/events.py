@@ -14,12 +14,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from exporter.errors import ExporterError
-
 __all__ = [
     "AsyncQueueBus",
     "CallbackBus",
-    "DeliveryError",
     "EventBus",
     "IngestEvent",
     "decode_payload",
@@ -41,17 +38,6 @@ class IngestEvent:
     key: bytes | None
     timestamp: float
     payload: Mapping[str, Any] = field(hash=False)
-
-
-class DeliveryError(ExporterError):
-    """Report that the event bus raised for an event (names the record, never its payload)."""
-
-    retriable = True
-
-    def __init__(self, event: IngestEvent, cause: BaseException) -> None:
-        self.topic, self.partition, self.offset = event.topic, event.partition, event.offset
-        where = f"{event.topic}[{event.partition}]@{event.offset}"
-        super().__init__(f"event bus failed on {where} ({type(cause).__name__})")
 
 
 def _reject_constant(name: str) -> Any:

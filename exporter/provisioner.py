@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -12,6 +11,7 @@ from typing import Any
 import structlog
 from opentelemetry.trace import Tracer
 
+from exporter._cleanup import shielded
 from exporter.bridge import KafkaIngestBridge
 from exporter.cache import RedisCache
 from exporter.config import DeploymentSettings, IngestSettings, build_redactor
@@ -121,7 +121,15 @@ class InstitutionalIngestServices:
             )
         self.publisher: ManifestPublisher | None = None
         if deployment.kafka.manifest_publish:
-            self.publisher = ManifestPublisher.for_services(self)
+            self.publisher = ManifestPublisher(
+                self.kafka,
+                deployment=self.name,
+                topic=deployment.kafka.manifest_topic,
+                interval=deployment.kafka.manifest_interval_seconds,
+                snapshot=self.manifest_snapshot,
+                redact=redactor,
+                on_change=state.touch,
+            )
         self._extra_probes = list(probes)
         self._jobs = self._plan_jobs(ingest)
         self._started = False
@@ -201,10 +209,6 @@ class InstitutionalIngestServices:
             )
         return jobs
 
-    def builtin_probes(self) -> list[Probe]:
-        """Return the built-in probes of the three connectors."""
-        return list(self._builtin)
-
     async def start(self, *, supervise: bool = True) -> None:
         """Start the connectors and (unless ``supervise`` is false) the background jobs.
 
@@ -249,9 +253,12 @@ class InstitutionalIngestServices:
             # Half the budget for the jobs: the bridge's final commit happens in there.
             clean = await self.supervisor.cancel(*names, timeout=timeout / 2)
             # Bounded too: closing may wait for clients abandoned while bootstrapping.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(0.1, deadline - time.monotonic())):
-                    await self._kafka_probe.aclose()
+            await shielded(
+                self._kafka_probe.aclose(),
+                timeout=max(0.1, deadline - time.monotonic()),
+                event="kafka_probe_close",
+                deployment=self.name,
+            )
             for connector in (self.kafka, self.redis, self.timescale):
                 await connector.stop(max(0.1, deadline - time.monotonic()))
             self.runner.close()
@@ -294,6 +301,10 @@ class InstitutionalIngestServices:
             self.settings, self.deployment, supervision=self.supervision(), live=live
         )
         return manifest.model_dump(mode="json")
+
+    def manifest_snapshot(self) -> dict[str, Any]:
+        """Return what the manifest publisher sends: the manifest and the failover metadata."""
+        return {"manifest": self.managed_manifest(), "failover": self.failover_metadata()}
 
     def failover_metadata(self) -> dict[str, Any] | None:
         """Return the failover-drill settings as JSON data, or ``None`` when drills are off."""

@@ -18,46 +18,39 @@ start it at all.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import structlog
-from aiokafka import AIOKafkaProducer
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 
-from exporter import __version__
-from exporter._publisher import (
-    ManifestRedactionError,
-    close_shielded,
-    content_digest,
+from exporter._cleanup import shielded
+from exporter._manifest_document import VOLATILE_KEYS, content_digest, render_document
+from exporter._manifest_topic import (
+    Producer,
+    aiokafka_producer,
     ensure_compacted_topic,
-    redact_document,
-    stable_dumps,
+    producer_options,
 )
 from exporter.connectors.kafka import KafkaConnector
 from exporter.errors import ConnectorError, ExporterError
-from exporter.probes.classify import classify
-from exporter.telemetry.spec import MetricSpec, spec
+from exporter.metricspec import MetricSpec, family, spec
+from exporter.reasons import classify
 
 if TYPE_CHECKING:
-    from exporter.provisioner import InstitutionalIngestServices
     from exporter.supervisor import Heartbeat
 
 __all__ = [
     "METRIC_SPECS",
     "VOLATILE_KEYS",
     "ManifestPublisher",
-    "ManifestRedactionError",
     "Producer",
 ]
 
 _log = structlog.get_logger(__name__)
 
-#: Keys left out of the change check at any depth: they move without the content changing.
-VOLATILE_KEYS: frozenset[str] = frozenset({"published_at", "refreshed_at", "counters"})
 #: Stages that do no I/O: their errors are bugs, raised as they are.
 _LOCAL_STAGES = frozenset({"snapshot", "render"})
 #: Longest pause between two change checks; hashing a snapshot in memory is cheap.
@@ -87,33 +80,8 @@ METRIC_SPECS: tuple[MetricSpec, ...] = (
 )
 
 
-class Producer(Protocol):
-    """The part of :class:`aiokafka.AIOKafkaProducer` the publisher uses."""
-
-    async def start(self) -> None:
-        """Bootstrap the producer."""
-
-    async def stop(self) -> None:
-        """Flush and close the producer."""
-
-    async def send_and_wait(
-        self,
-        topic: str,
-        value: bytes | None = None,
-        key: bytes | None = None,
-        *,
-        headers: list[tuple[str, bytes]] | None = None,
-    ) -> Any:
-        """Send one record and return its metadata (``partition``, ``offset``)."""
-
-
 def _keep(text: str) -> str:
     return text
-
-
-def _aiokafka_producer(options: dict[str, Any]) -> Producer:
-    producer: Producer = AIOKafkaProducer(**options)
-    return producer
 
 
 class ManifestPublisher:
@@ -150,7 +118,7 @@ class ManifestPublisher:
         check_interval: float | None = None,
         deadline: float | None = None,
         volatile_keys: Collection[str] = VOLATILE_KEYS,
-        producer_factory: Callable[[dict[str, Any]], Producer] = _aiokafka_producer,
+        producer_factory: Callable[[dict[str, Any]], Producer] = aiokafka_producer,
     ) -> None:
         if interval <= 0 or (check_interval is not None and check_interval <= 0):
             raise ValueError("interval and check_interval must be > 0")
@@ -175,35 +143,6 @@ class ManifestPublisher:
         #: Unix time of the last acknowledged document.
         self.last_published_at: float | None = None
 
-    @classmethod
-    def for_services(
-        cls, services: InstitutionalIngestServices, **options: Any
-    ) -> ManifestPublisher:
-        """Build the publisher of one services bundle from its settings.
-
-        Args:
-            services: The deployment's bundle (connector, redactor, state, manifest).
-            **options: More constructor arguments (``check_interval``, ``deadline``...).
-        """
-        kafka = services.deployment.kafka
-
-        def snapshot() -> dict[str, Any]:
-            return {
-                "manifest": services.managed_manifest(),
-                "failover": services.failover_metadata(),
-            }
-
-        return cls(
-            services.kafka,
-            deployment=services.name,
-            topic=kafka.manifest_topic,
-            interval=kafka.manifest_interval_seconds,
-            snapshot=snapshot,
-            redact=services.redactor,
-            on_change=services.state.touch,
-            **options,
-        )
-
     async def run(self, heartbeat: Heartbeat) -> None:
         """Publish at start, on change and every interval until cancelled; raise on failure.
 
@@ -224,7 +163,7 @@ class ManifestPublisher:
             )
             heartbeat.beat()
             self._stage = "start"
-            producer = self._producer_factory(self._producer_options())
+            producer = self._producer_factory(producer_options(self.kafka, deadline=self.deadline))
             async with asyncio.timeout(self.deadline):
                 await producer.start()
             await self._loop(producer, heartbeat)
@@ -235,16 +174,24 @@ class ManifestPublisher:
                 raise  # ours, or a bug in building the document: the type says what happened
             if stage == "ensure_topic":
                 # The admin client may hold a dead broker's metadata. Dropping it waits for the
-                # connector's lock, which a probe's bootstrap may hold: bound it like any call.
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self.deadline):
-                        await self.kafka.reset()
-            reason = classify(exc).value
+                # connector's lock, which a probe's bootstrap may hold: bound it like any call
+                # (debug: the failure that led here is logged as manifest_publish_failed).
+                await shielded(
+                    self.kafka.reset(),
+                    timeout=self.deadline,
+                    event="manifest_admin_reset",
+                    level=logging.DEBUG,
+                    deployment=self.deployment,
+                )
+            reason = classify(exc)
             raise ConnectorError(self.kafka.name, reason, f"manifest {stage} failed") from exc
         finally:
             if producer is not None:
-                await close_shielded(
-                    producer.stop, timeout=self.deadline, deployment=self.deployment
+                await shielded(
+                    producer.stop(),
+                    timeout=self.deadline,
+                    event="manifest_producer_close",
+                    deployment=self.deployment,
                 )
 
     def _take_snapshot(self) -> tuple[Mapping[str, Any], str]:
@@ -306,43 +253,19 @@ class ManifestPublisher:
             ManifestRedactionError: Redaction could not keep the document valid JSON.
         """
         stamp = time.time() if published_at is None else published_at
-        # The envelope is ours (a validated name, a constant, a clock); what comes from the
-        # settings is the body, and only the body can carry a secret.
-        body = {"manifest": snap.get("manifest"), "failover": snap.get("failover")}
-        doc = {
-            "deployment": self.deployment,
-            "published_at": datetime.fromtimestamp(stamp, UTC).isoformat(timespec="milliseconds"),
-            "exporter_version": __version__,
-            **redact_document(body, self._redact),
-        }
-        return stable_dumps(doc).encode("utf-8")
+        return render_document(
+            snap, deployment=self.deployment, redact=self._redact, published_at=stamp
+        )
 
     def metric_families(self) -> Iterable[Metric]:
         """Yield the publisher's counters and last-publish time from memory (no I/O)."""
-        published, failures, last = METRIC_SPECS
+        published, failures, last = (family(s) for s in METRIC_SPECS)
         values = [self.deployment]
-        counter = CounterMetricFamily(published.name, published.help, labels=published.labels)
-        counter.add_metric(values, self.published)
-        yield counter
-        counter = CounterMetricFamily(failures.name, failures.help, labels=failures.labels)
-        counter.add_metric(values, self.failures)
-        yield counter
-        gauge = GaugeMetricFamily(last.name, last.help, labels=last.labels)
+        published.add_metric(values, self.published)
+        failures.add_metric(values, self.failures)
         if self.last_published_at is not None:
-            gauge.add_metric(values, self.last_published_at)
-        yield gauge
-
-    def _producer_options(self) -> dict[str, Any]:
-        options = self.kafka.client_options()
-        options.update(
-            acks="all",
-            # Idempotence needs producer ids from the broker (and an ACL) for no gain here:
-            # a duplicate of a keyed document on a compacted topic is harmless.
-            enable_idempotence=False,
-            linger_ms=5,
-            request_timeout_ms=max(int(self.deadline * 1000), 1000),
-        )
-        return options
+            last.add_metric(values, self.last_published_at)
+        yield from (published, failures, last)
 
     def _count_failure(self, stage: str, exc: Exception) -> None:
         self.failures += 1

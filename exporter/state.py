@@ -6,7 +6,7 @@ import bisect
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -85,7 +85,6 @@ class ExporterState:
         self.connectors: tuple[ConnectorInfo, ...] = ()
         self.failover: Mapping[str, Any] | None = None
         self.sources: list[MetricSource] = []
-        self._listeners: list[Callable[[], None]] = []
         self._lock = threading.Lock()
 
     @property
@@ -94,16 +93,10 @@ class ExporterState:
         names = {info.deployment for info in self.connectors}
         return bool(self.reports) and names <= set(self.reports)
 
-    def subscribe(self, listener: Callable[[], None]) -> None:
-        """Call ``listener`` after every change (used to invalidate rendered metrics)."""
-        self._listeners.append(listener)
-
     def touch(self) -> None:
         """Mark the snapshot changed."""
         with self._lock:
             self.version += 1
-        for listener in self._listeners:
-            listener()
 
     def add_source(self, source: MetricSource) -> None:
         """Publish ``source``'s families on every scrape."""

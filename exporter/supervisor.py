@@ -19,6 +19,7 @@ from typing import Any
 
 import structlog
 
+from exporter._cleanup import shielded
 from exporter._supervisor import (
     _ENDED,
     Heartbeat,
@@ -40,6 +41,8 @@ _MAX_MESSAGE = 200
 #: Timers may fire up to one clock tick early; treat such a deadline as reached, not re-arm it.
 _DEADLINE_SLACK = 1e-3
 _HUNG = "TaskHung"
+#: The shutdown wait bounds itself; the cleanup helper's own bound is only a backstop.
+_WAIT_SLACK = 1.0
 
 _Factory = Callable[["Heartbeat"], Awaitable[None]]
 
@@ -72,7 +75,6 @@ class TaskSupervisor:
         self._closed = False
         self._watchdog: asyncio.Task[None] | None = None
         self._watch_wake = asyncio.Event()
-        self._helpers: set[asyncio.Task[Any]] = set()  # strong references for short-lived tasks
 
     def create(
         self,
@@ -122,8 +124,8 @@ class TaskSupervisor:
     async def cancel_all(self, timeout: float = 5.0) -> bool:
         """Cancel every task and wait up to ``timeout`` seconds; return whether all ended.
 
-        Idempotent; later calls wait again for whatever is still running. The wait runs in its
-        own task behind `asyncio.shield`, so cancelling the caller does not stop the shutdown.
+        Idempotent; later calls wait again for whatever is still running. The wait is
+        shielded: cancelling the caller does not stop the shutdown, it is re-raised after it.
         After the first call `create` and `track` raise `SupervisorError`.
         """
         self._closed = True
@@ -149,12 +151,13 @@ class TaskSupervisor:
                 entry.task.cancel()
         tasks = [entry.task for entry in entries] + extra
         if pending := {task for task in tasks if not task.done()}:
-            waiter = asyncio.get_running_loop().create_task(
-                asyncio.wait(pending, timeout=max(timeout, 0.0)), name="supervisor:shutdown"
+            # asyncio.wait returns at its timeout without cancelling anything; shielded keeps
+            # waiting through a cancellation of our caller, then re-raises it.
+            await shielded(
+                asyncio.wait(pending, timeout=max(timeout, 0.0)),
+                timeout=max(timeout, 0.0) + _WAIT_SLACK,
+                event="supervisor_shutdown",
             )
-            self._helpers.add(waiter)
-            waiter.add_done_callback(self._helpers.discard)
-            await asyncio.shield(waiter)
         # Retire tasks whose done callbacks have not run yet, so the caller sees final states.
         for entry in entries:
             if entry.task.done() and self._live.get(entry.info.name) is entry:

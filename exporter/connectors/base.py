@@ -10,6 +10,8 @@ from typing import ClassVar, Self
 
 import structlog
 
+from exporter._cleanup import shielded
+
 __all__ = ["Connector", "ConnectorState"]
 
 _log = structlog.get_logger(__name__)
@@ -53,12 +55,12 @@ class Connector(ABC):
                 self.state = ConnectorState.STOPPED
                 return
             self.state = ConnectorState.STOPPED
-            try:
-                async with asyncio.timeout(timeout):
-                    await asyncio.shield(self._close())
-            except TimeoutError:
-                _log.warning("connector_stop_timed_out", connector=self.name, timeout=timeout)
-            else:
+            # Finished even if our caller is cancelled; connector_stop_timed_out and
+            # connector_stop_failed are logged there.
+            closed = await shielded(
+                self._close(), timeout=timeout, event="connector_stop", connector=self.name
+            )
+            if closed:
                 _log.debug("connector_stopped", connector=self.name, kind=self.kind)
 
     async def __aenter__(self) -> Self:

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 import ssl
 from typing import Any, ClassVar
 
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.conn import AIOKafkaConnection
 
+from exporter._cleanup import shielded
 from exporter.config import KafkaSettings
 from exporter.connectors.base import Connector, ConnectorState
 from exporter.errors import ConnectorError
+from exporter.reasons import Reason
 
 __all__ = ["KafkaConnector"]
 
@@ -66,14 +68,14 @@ class KafkaConnector(Connector):
             if self.state is ConnectorState.STOPPED:
                 # A late caller (a /probe request racing shutdown) must not open a client
                 # that nothing would close.
-                raise ConnectorError(self.name, "error", "connector stopped")
+                raise ConnectorError(self.name, Reason.ERROR, "connector stopped")
             options = self.client_options()
             options.pop("retry_backoff_ms")
             admin = AIOKafkaAdminClient(**options)
             try:
                 await admin.start()
             except BaseException:
-                await _quietly_close(admin)
+                await self._close_discarded(admin)
                 raise
             self._admin = admin
             return admin
@@ -109,7 +111,8 @@ class KafkaConnector(Connector):
                 return exc
             # TCP connected (a refusal is another error), then the peer dropped the
             # handshake: what a plaintext listener does with a TLS ClientHello.
-            error = ConnectorError(self.name, "tls", "connection reset during the TLS handshake")
+            what = "connection reset during the TLS handshake"
+            error = ConnectorError(self.name, Reason.TLS, what)
             error.__cause__ = exc
             return error
         except Exception as exc:  # noqa: BLE001 - the failure is the answer
@@ -124,10 +127,15 @@ class KafkaConnector(Connector):
         async with self._admin_lock:
             admin, self._admin = self._admin, None
         if admin is not None:
-            await _quietly_close(admin)
+            await self._close_discarded(admin)
 
-
-async def _quietly_close(admin: AIOKafkaAdminClient) -> None:
-    # Closing a half-open client may fail; it is discarded either way.
-    with contextlib.suppress(Exception):
-        await admin.close()
+    async def _close_discarded(self, admin: AIOKafkaAdminClient) -> None:
+        # Closing a half-open client may fail; it is discarded either way (debug: the failure
+        # that made us discard it is what callers report).
+        await shielded(
+            admin.close(),
+            timeout=max(self.timeout, 1.0),
+            event="kafka_admin_close",
+            level=logging.DEBUG,
+            connector=self.name,
+        )

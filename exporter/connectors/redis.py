@@ -11,6 +11,7 @@ from redis.backoff import NoBackoff
 from exporter.config import RedisSettings
 from exporter.connectors.base import Connector
 from exporter.errors import ConnectorError
+from exporter.reasons import Reason
 
 __all__ = ["RedisConnector"]
 
@@ -48,5 +49,5 @@ class RedisConnector(Connector):
     def client(self) -> aioredis.Redis:
         """Return the started client."""
         if self._client is None:
-            raise ConnectorError(self.name, "error", "connector not started")
+            raise ConnectorError(self.name, Reason.ERROR, "connector not started")
         return self._client

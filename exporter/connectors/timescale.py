@@ -12,6 +12,7 @@ import asyncpg
 from exporter.config import TimescaleSettings
 from exporter.connectors.base import Connector
 from exporter.errors import ConnectorError
+from exporter.reasons import Reason
 
 __all__ = ["TimescaleConnector"]
 
@@ -58,7 +59,7 @@ class TimescaleConnector(Connector):
         """Lend a pooled connection (asyncpg ``Connection``) bounded by the connect timeout."""
         pool = self._pool
         if pool is None:
-            raise ConnectorError(self.name, "error", "connector not started")
+            raise ConnectorError(self.name, Reason.ERROR, "connector not started")
         connection = await pool.acquire(timeout=self.connect_timeout)
         try:
             yield connection
@@ -70,16 +71,6 @@ class TimescaleConnector(Connector):
             release = asyncio.ensure_future(pool.release(connection))
             release.add_done_callback(_consume_outcome)
             await asyncio.shield(release)
-
-    def pool_stats(self) -> dict[str, int]:
-        """Return the pool's size and idle count, read from memory."""
-        if self._pool is None:
-            return {"size": 0, "idle": 0, "max": self.settings.pool_max_size}
-        return {
-            "size": self._pool.get_size(),
-            "idle": self._pool.get_idle_size(),
-            "max": self._pool.get_max_size(),
-        }
 
 
 def _consume_outcome(task: asyncio.Future[None]) -> None:

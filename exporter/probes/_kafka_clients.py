@@ -9,15 +9,17 @@ bootstraps afresh instead of reusing a client whose connections or metadata went
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 import time
 import uuid
-from collections.abc import Collection, Coroutine, Mapping
+from collections.abc import Awaitable, Collection, Mapping
 from typing import Any
 
+import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
+from exporter._cleanup import in_background
 from exporter.connectors.kafka import KafkaConnector
 from exporter.probes.base import Check, Measurement
 
@@ -25,6 +27,8 @@ __all__ = ["CANARY_PARTITION", "ProbeClients", "canary_round_trip", "focus", "id
 
 #: The canary always uses this partition, so its consumer seeks without a group.
 CANARY_PARTITION = 0
+
+_log = structlog.get_logger(__name__)
 
 _CANARY_PREFIX = b"ingest-exporter-canary:"
 _CLOSE_TIMEOUT = 2.0
@@ -39,7 +43,7 @@ class ProbeClients:
         self._producer: AIOKafkaProducer | None = None
         self._universe: frozenset[TopicPartition] = frozenset()
         # Cleanup that must outlive a cancelled run (see in_background); close() waits for it.
-        self._closing: set[asyncio.Task[None]] = set()
+        self._closing: set[asyncio.Task[Any]] = set()
 
     def expect(self, partitions: Collection[TopicPartition]) -> None:
         """Declare every partition this run may read (see :func:`track`)."""
@@ -93,35 +97,46 @@ class ProbeClients:
         try:
             await asyncio.shield(starting)
         except asyncio.CancelledError:
-            self.in_background(_stop_after(starting, client))
+            # A start() ends within its request timeouts (one per bootstrap server, one for
+            # the metadata), then the client is stopped.
+            starts = 1 + len(self._kafka.settings.bootstrap_servers)
+            bound = _CLOSE_TIMEOUT + starts * self._kafka.timeout
+            self.in_background(_stop_after(starting, client), timeout=bound)
             raise
         except Exception:
             # A half-started client holds sockets and tasks; stop it before giving up.
-            await asyncio.shield(self.in_background(_quietly_stop(client)))
+            await asyncio.wait({self.in_background(client.stop())})
             raise
 
-    def in_background(self, cleanup: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        """Run ``cleanup`` as a task nobody cancels; :meth:`close` waits for it.
+    def in_background(
+        self,
+        cleanup: Awaitable[object],
+        *,
+        event: str = "kafka_probe_client_close",
+        timeout: float = _CLOSE_TIMEOUT,
+    ) -> asyncio.Task[Any]:
+        """Run ``cleanup`` in a task nobody cancels (bounded, logged); :meth:`close` waits for it.
 
         A client stopped halfway keeps its sockets, so closing must not be cut short by
-        the probe's timeout; a cancelled run leaves it running here instead.
+        the probe's timeout; a cancelled run leaves it running here instead. Waiting for
+        the task with ``asyncio.wait`` never cancels it.
         """
-        task = asyncio.ensure_future(cleanup)
+        # Debug: a failing close follows a failure the probe reports as a check already.
+        task = in_background(cleanup, timeout=timeout, event=event, level=logging.DEBUG)
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
         return task
 
     async def reset(self) -> None:
-        """Close both clients (quietly, bounded); the next use creates new ones."""
-        closing = self.discard()
-        if closing is not None:
-            await asyncio.shield(closing)
+        """Close both clients (bounded, failures logged); the next use creates new ones."""
+        if closing := self.discard():
+            await asyncio.wait(closing)
 
-    def discard(self) -> asyncio.Task[None] | None:
-        """Start closing both clients in the background; return the closing task, if any."""
+    def discard(self) -> list[asyncio.Task[Any]]:
+        """Start closing both clients in the background; return the closing tasks."""
         clients = [c for c in (self._consumer, self._producer) if c is not None]
         self._consumer = self._producer = None
-        return self.in_background(_stop_all(clients)) if clients else None
+        return [self.in_background(client.stop()) for client in clients]
 
     async def close(self) -> None:
         """Reset, and wait (bounded) for clients abandoned while starting to close too."""
@@ -130,23 +145,14 @@ class ProbeClients:
             await asyncio.wait(set(self._closing), timeout=_CLOSE_TIMEOUT * 2)
 
 
-async def _stop_all(clients: list[Any]) -> None:
-    for client in clients:
-        await _quietly_stop(client)
-
-
 async def _stop_after(starting: asyncio.Future[None], client: Any) -> None:
-    # The start's own outcome no longer matters: the client is stopped either way.
-    with contextlib.suppress(Exception, asyncio.CancelledError):
-        await starting
-    await _quietly_stop(client)
-
-
-async def _quietly_stop(client: Any) -> None:
-    # A client that failed is discarded either way; closing it must not fail the probe.
-    with contextlib.suppress(Exception):
-        async with asyncio.timeout(_CLOSE_TIMEOUT):
-            await client.stop()
+    """Let an abandoned ``start()`` end, whatever its outcome, then stop the client."""
+    # wait() returns however the start ends and raises nothing of it: nothing is swallowed.
+    await asyncio.wait({starting})
+    if not starting.cancelled() and (error := starting.exception()) is not None:
+        _log.debug("kafka_probe_client_start_abandoned", error_type=type(error).__name__)
+    async with asyncio.timeout(_CLOSE_TIMEOUT):
+        await client.stop()
 
 
 def track(consumer: AIOKafkaConsumer, partitions: Collection[TopicPartition]) -> None:

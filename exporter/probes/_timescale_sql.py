@@ -16,9 +16,9 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
-from exporter.errors import ProbeError
-from exporter.probes.base import Check, Reason, Status
-from exporter.probes.classify import classify
+from exporter.errors import ConnectionLost
+from exporter.probes.base import Check, Status
+from exporter.reasons import Reason, classify
 
 __all__ = [
     "DIMENSIONS",
@@ -28,7 +28,6 @@ __all__ = [
     "SELECT_ONE",
     "STANDBY",
     "TIME_TYPES",
-    "ConnectionLost",
     "Session",
     "WalHistory",
     "bounded_label",
@@ -247,8 +246,9 @@ class WalHistory:
             self._samples.popleft()
 
 
-# The provisioner builds probe objects each cycle; the history must outlive them, so it is
-# kept per connector (it dies with the connector).
+# Kept per connector, not per probe: the history describes the server the connector reaches,
+# so every TimescaleProbe over that connector (the bundle builds one; tests and operator code
+# may build more) reads the same samples. Weak keys: it dies with the connector.
 _HISTORIES: weakref.WeakKeyDictionary[object, WalHistory] = weakref.WeakKeyDictionary()
 
 
@@ -264,10 +264,6 @@ def brief(exc: BaseException) -> str:
     """Return a one-line ``Type: message`` summary of ``exc`` (a check's detail)."""
     text = str(exc).splitlines()[0][:120] if str(exc) else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-class ConnectionLost(ProbeError):
-    """The probe's connection died during a run: no later check can run on it."""
 
 
 class Session:
@@ -321,7 +317,7 @@ class Session:
         # cancel did not finish in time): report the cause, not the closed-socket symptom.
         if self._timed_out and reason is not Reason.TIMEOUT:
             reason = Reason.TIMEOUT
-        return ConnectionLost(reason.value, f"connection lost: {brief(exc)}")
+        return ConnectionLost(reason, f"connection lost: {brief(exc)}")
 
     async def guarded(
         self, names: Sequence[str], step: Callable[[], Awaitable[list[Check]]]

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import enum
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
+
+from exporter.reasons import Reason
 
 __all__ = [
     "Check",
@@ -27,22 +28,6 @@ class Status(enum.StrEnum):
     DEGRADED = "degraded"
     UNKNOWN = "unknown"
     DOWN = "down"
-
-
-class Reason(enum.StrEnum):
-    """The bounded set of failure reasons; the only values a ``reason`` label can take."""
-
-    TIMEOUT = "timeout"
-    REFUSED = "refused"
-    DNS = "dns"
-    TLS = "tls"
-    AUTH = "auth"
-    PERMISSION = "permission"
-    PROTOCOL = "protocol"
-    MISSING = "missing"
-    STALE = "stale"
-    CAPACITY = "capacity"
-    ERROR = "error"
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,8 +177,3 @@ class ConnectivityReport:
                 for name, results in self.by_connector().items()
             },
         }
-
-
-def now() -> float:
-    """Return wall-clock time for ``checked_at`` stamps."""
-    return time.time()

@@ -35,11 +35,11 @@ from aiokafka.structs import TopicPartition
 
 from exporter.connectors.kafka import KafkaConnector
 from exporter.errors import ProbeError
+from exporter.metricspec import REFRESHED, MetricSpec, spec
 from exporter.probes._kafka_clients import CANARY_PARTITION, ProbeClients, canary_round_trip
 from exporter.probes._kafka_lag import LagReader
-from exporter.probes.base import Check, Measurement, Reason, Status
-from exporter.probes.classify import classify
-from exporter.telemetry.spec import REFRESHED, MetricSpec, spec
+from exporter.probes.base import Check, Measurement, Status
+from exporter.reasons import Reason, classify
 
 __all__ = ["DEADLINE_SHARE", "METRIC_SPECS", "KafkaProbe", "topics_check"]
 
@@ -302,19 +302,22 @@ class KafkaProbe:
         # connection): one cut off by the probe's timeout finishes in the background, and
         # the reset that the cancelled run queued behind it then closes it.
         bootstrap = asyncio.ensure_future(self._kafka.admin())
-        # If this run is cancelled, nobody awaits the bootstrap: read its outcome here so a
-        # late failure is not reported as "Task exception was never retrieved".
-        bootstrap.add_done_callback(_consume_outcome)
-        return await asyncio.shield(bootstrap)
+        try:
+            return await asyncio.shield(bootstrap)
+        except asyncio.CancelledError:
+            # Nobody else awaits it now: held, bounded and its failure logged from here on.
+            bound = self._kafka.timeout * (1 + len(self._kafka.settings.bootstrap_servers))
+            self._clients.in_background(bootstrap, event="kafka_admin_bootstrap", timeout=bound)
+            raise
 
     async def _drop_clients(self) -> None:
-        # Shielded: closing finishes even when the runner's timeout cancels this run.
-        await asyncio.shield(asyncio.wait(self._drop_clients_in_background()))
+        # wait() never cancels what it waits for: closing finishes even when the runner's
+        # timeout cancels this run.
+        await asyncio.wait(self._drop_clients_in_background())
 
-    def _drop_clients_in_background(self) -> list[asyncio.Task[None]]:
-        closing = [self._clients.in_background(self._kafka.reset())]
-        own = self._clients.discard()
-        return closing if own is None else [*closing, own]
+    def _drop_clients_in_background(self) -> list[asyncio.Task[Any]]:
+        reset = self._clients.in_background(self._kafka.reset(), event="kafka_admin_reset")
+        return [reset, *self._clients.discard()]
 
     async def _diagnose(self, exc: Exception, deadline: float) -> Exception:
         """Say why the cluster is unreachable: aiokafka reports most causes as one error."""
@@ -324,15 +327,9 @@ class KafkaProbe:
             async with asyncio.timeout_at(deadline):
                 cause = await self._kafka.diagnose()
         except TimeoutError:
-            return ProbeError(Reason.TIMEOUT.value, "no answer from the bootstrap broker in time")
+            return ProbeError(Reason.TIMEOUT, "no answer from the bootstrap broker in time")
         reason = Reason.ERROR if cause is None else classify(cause)
         if reason is Reason.ERROR:
             return exc
         # Only the type: the cause's text may name hosts and users (the runner redacts too).
-        return ProbeError(reason.value, f"bootstrap broker: {type(cause).__name__}")
-
-
-def _consume_outcome(task: asyncio.Future[Any]) -> None:
-    """Mark a background task's exception as seen (its caller reports failures itself)."""
-    if not task.cancelled():
-        task.exception()
+        return ProbeError(reason, f"bootstrap broker: {type(cause).__name__}")

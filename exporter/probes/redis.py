@@ -25,9 +25,9 @@ from typing import Any
 
 from exporter.config import RedisCacheSettings
 from exporter.connectors.redis import RedisConnector
-from exporter.probes.base import Check, Measurement, Reason, Status
-from exporter.probes.classify import classify
-from exporter.telemetry.spec import REFRESHED, MetricSpec, spec
+from exporter.metricspec import REFRESHED, MetricSpec, spec
+from exporter.probes.base import Check, Measurement, Status
+from exporter.reasons import Reason, classify
 
 __all__ = [
     "MEMORY_DEGRADED_RATIO",

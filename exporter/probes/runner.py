@@ -22,11 +22,9 @@ from exporter.probes.base import (
     Measurement,
     Probe,
     ProbeResult,
-    Reason,
     Status,
 )
-from exporter.probes.classify import classify
-from exporter.telemetry.tracing import span_ids
+from exporter.reasons import Reason, classify
 
 __all__ = ["ProbeRunner", "merge_probes"]
 
@@ -97,7 +95,7 @@ class ProbeRunner:
             started_at=started,
             duration_seconds=time.perf_counter() - t0,
             results=results,
-            trace_id=span_ids(span)[0],
+            trace_id=_hex_ids(span)[0],
             connectors=connectors,
         )
 
@@ -120,7 +118,7 @@ class ProbeRunner:
         ) as span:
             results = await self._run_one(probe)
             _annotate(span, results)
-        span_id = span_ids(span)[1]
+        span_id = _hex_ids(span)[1]
         return [dataclasses.replace(r, span_id=span_id) for r in results] if span_id else results
 
     async def _run_one(self, probe: Probe) -> list[ProbeResult]:
@@ -208,6 +206,15 @@ class ProbeRunner:
             )
             for check in checks
         ]
+
+
+def _hex_ids(span: trace.Span) -> tuple[str | None, str | None]:
+    """Return the span's trace and span ids as lower-case hex (``None`` for a no-op span)."""
+    # From the OpenTelemetry API, not exporter.telemetry: probes never lean on the telemetry.
+    context = span.get_span_context()
+    if not context.is_valid:
+        return None, None
+    return trace.format_trace_id(context.trace_id), trace.format_span_id(context.span_id)
 
 
 def _validated(check: Check) -> Check:

@@ -30,11 +30,11 @@ from typing import Any
 
 from exporter.config import DimensionSettings
 from exporter.connectors.timescale import TimescaleConnector
-from exporter.errors import ProbeError
+from exporter.errors import ConnectionLost, ProbeError
+from exporter.metricspec import REFRESHED, MetricSpec, spec
 from exporter.probes import _timescale_sql as sql
-from exporter.probes.base import Check, Measurement, Reason, Status
-from exporter.probes.classify import classify
-from exporter.telemetry.spec import REFRESHED, MetricSpec, spec
+from exporter.probes.base import Check, Measurement, Status
+from exporter.reasons import Reason, classify
 
 __all__ = ["MAX_REPLICAS", "METRIC_SPECS", "TimescaleProbe"]
 
@@ -179,17 +179,17 @@ class TimescaleProbe:
                 )
                 try:
                     await session.fetchrow(sql.SELECT_ONE)
-                except sql.ConnectionLost:
+                except ConnectionLost:
                     raise
                 except Exception as exc:
-                    raise ProbeError(classify(exc).value, f"SELECT 1: {sql.brief(exc)}") from exc
+                    raise ProbeError(classify(exc), f"SELECT 1: {sql.brief(exc)}") from exc
                 latency = time.perf_counter() - t0
                 return await self._checks(session, latency)
         except TimeoutError as exc:
             if acquired:
                 raise
             wait = self._timescale.connect_timeout
-            raise ProbeError(Reason.TIMEOUT.value, f"no connection within {wait:g}s") from exc
+            raise ProbeError(Reason.TIMEOUT, f"no connection within {wait:g}s") from exc
 
     def _dimension_check(self, dimension: DimensionSettings) -> str:
         return f"dimension:{dimension.name}"
@@ -197,7 +197,7 @@ class TimescaleProbe:
     async def _checks(self, session: sql.Session, latency: float) -> list[Check]:
         try:
             facts = await session.fetchrow(sql.FACTS)
-        except sql.ConnectionLost:
+        except ConnectionLost:
             raise
         except Exception as exc:  # noqa: BLE001 - a failed statement is data
             # Every check needs these facts: report each as not run, so the set is stable.
@@ -362,7 +362,7 @@ class TimescaleProbe:
         try:
             query = sql.dimension_data(dim.table, dim.time_column, cast)
             row = await session.fetchrow(query, dim.recent_window_seconds)
-        except sql.ConnectionLost:
+        except ConnectionLost:
             raise
         except Exception as exc:  # noqa: BLE001 - a failed statement is this check's data
             return Check(

@@ -6,8 +6,12 @@ import re
 import sys
 from pathlib import Path
 
+from exporter.bridge import METRIC_SPECS as BRIDGE
+from exporter.cache import METRIC_SPECS as CACHE
+from exporter.metricspec import MetricSpec
+from exporter.publisher import METRIC_SPECS as PUBLISHER
 from exporter.telemetry.metrics import MEASUREMENTS, METRICS
-from exporter.telemetry.spec import MetricSpec
+from exporter.telemetry.web import PROBE_METRICS
 
 __all__ = ["README_MARKERS", "all_specs", "markdown_table", "update_readme"]
 
@@ -16,12 +20,6 @@ README_MARKERS = ("<!-- metrics-table:start -->", "<!-- metrics-table:end -->")
 
 def all_specs() -> list[MetricSpec]:
     """Return every published metric family, sorted by exposed name."""
-    # Imported here: these modules import the metrics module themselves.
-    from exporter.bridge import METRIC_SPECS as BRIDGE
-    from exporter.cache import METRIC_SPECS as CACHE
-    from exporter.publisher import METRIC_SPECS as PUBLISHER
-    from exporter.telemetry.web import PROBE_METRICS
-
     specs: dict[str, MetricSpec] = {**METRICS, **MEASUREMENTS}
     for group in (BRIDGE, CACHE, PUBLISHER, PROBE_METRICS):
         specs.update({spec.name: spec for spec in group})

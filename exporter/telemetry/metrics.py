@@ -3,30 +3,33 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, ClassVar
 
+import structlog
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    InfoMetricFamily,
-    Metric,
-)
+from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Exemplar
 
 from exporter import __version__
+from exporter.errors import UndeclaredMetricError
+from exporter.metricspec import REFRESHED as _REFRESH
+from exporter.metricspec import MetricSpec, family
+from exporter.metricspec import spec as _spec
 from exporter.probes.kafka import METRIC_SPECS as KAFKA_SPECS
 from exporter.probes.redis import METRIC_SPECS as REDIS_SPECS
 from exporter.probes.timescale import METRIC_SPECS as TIMESCALE_SPECS
 from exporter.state import DURATION_BUCKETS, ExporterState
 from exporter.telemetry._exposition import negotiate
-from exporter.telemetry.spec import REFRESHED as _REFRESH
-from exporter.telemetry.spec import MetricSpec
-from exporter.telemetry.spec import spec as _spec
 
 __all__ = ["MEASUREMENTS", "METRICS", "IngestCollector", "MetricSpec", "MetricsRenderer"]
+
+_log = structlog.get_logger(__name__)
+
+#: Undeclared measurement names already warned about (process-wide: /probe builds a collector
+#: per request). Capped: names come from probe code, but an operator probe could mint them.
+_WARNED: set[str] = set()
+_MAX_WARNED = 256
 
 METRICS: dict[str, MetricSpec] = {
     spec.name: spec
@@ -117,26 +120,40 @@ MEASUREMENTS: dict[str, MetricSpec] = {
 
 
 class IngestCollector(Collector):
-    """Turn the snapshot into metric families; no I/O and no awaits on scrape."""
+    """Turn the snapshot into metric families; no I/O and no awaits on scrape.
+
+    A measurement whose name no spec declares is not published. By default it is logged
+    once per name (``measurement_undeclared``); a ``strict`` collector raises instead, which
+    the test suite turns on for every collector (``IngestCollector.strict = True``).
+    """
+
+    #: The default of the ``strict`` argument.
+    strict: ClassVar[bool] = False
 
     def __init__(
         self,
         state: ExporterState,
         *,
         tasks: Callable[[], Iterable[Any]] = tuple,
+        strict: bool | None = None,
     ) -> None:
         self._state = state
         self._tasks = tasks
+        self._strict = type(self).strict if strict is None else strict
 
     def describe(self) -> Iterable[Metric]:
         """Return nothing: the families depend on the snapshot, so none are pre-declared."""
         return []
 
     def collect(self) -> Iterator[Metric]:
-        """Yield every family from the current snapshot."""
+        """Yield every family from the current snapshot.
+
+        Raises:
+            UndeclaredMetricError: A strict collector met a measurement without a spec.
+        """
         state = self._state
-        info = InfoMetricFamily("ingest_exporter_build", METRICS["ingest_exporter_build"].help)
-        info.add_metric([], {"version": __version__})
+        info = self._family("ingest_exporter_build")
+        info.add_metric([__version__], {})
         yield info
         yield from self._connectors()
         yield from self._probes()
@@ -145,30 +162,20 @@ class IngestCollector(Collector):
         for source in state.sources:
             yield from source.metric_families()
 
-    def _family(self, name: str, labels: Iterable[str] | None = None) -> Any:
-        spec = METRICS.get(name) or MEASUREMENTS[name]
-        names = list(spec.labels if labels is None else labels)
-        family_type = {
-            "gauge": GaugeMetricFamily,
-            "counter": CounterMetricFamily,
-            "info": InfoMetricFamily,
-        }[spec.type]
-        if family_type is InfoMetricFamily:
-            return family_type(name, spec.help)
-        return family_type(name, spec.help, labels=names)
+    def _family(self, name: str) -> Any:
+        return family(METRICS.get(name) or MEASUREMENTS[name])
+
+    def _undeclared(self, name: str) -> None:
+        if self._strict:
+            raise UndeclaredMetricError(name)
+        if name not in _WARNED and len(_WARNED) < _MAX_WARNED:
+            _WARNED.add(name)
+            _log.warning("measurement_undeclared", measurement=name)
 
     def _connectors(self) -> Iterator[Metric]:
         info = self._family("ingest_connector")
         for c in self._state.connectors:
-            info.add_metric(
-                [],
-                {
-                    "deployment": c.deployment,
-                    "connector": c.connector,
-                    "kind": c.kind,
-                    "endpoint": c.endpoint,
-                },
-            )
+            info.add_metric([c.deployment, c.connector, c.kind, c.endpoint], {})
         yield info
 
     def _probes(self) -> Iterator[Metric]:
@@ -193,12 +200,13 @@ class IngestCollector(Collector):
                     for m in result.measurements:
                         spec = MEASUREMENTS.get(m.name)
                         if spec is None:
+                            self._undeclared(m.name)
                             continue
-                        family = measured.get(m.name)
-                        if family is None:
-                            family = measured[m.name] = self._family(m.name)
+                        target = measured.get(m.name)
+                        if target is None:
+                            target = measured[m.name] = self._family(m.name)
                         extra = dict(m.labels)
-                        family.add_metric(
+                        target.add_metric(
                             [
                                 deployment if n == "deployment" else extra.get(n, "")
                                 for n in spec.labels
@@ -215,11 +223,7 @@ class IngestCollector(Collector):
         for deployment, count in sorted(state.cycles.items()):
             cycles.add_metric([deployment], count)
         yield cycles
-        histogram = HistogramMetricFamily(
-            "ingest_probe_duration_seconds",
-            METRICS["ingest_probe_duration_seconds"].help,
-            labels=["deployment", "connector"],
-        )
+        histogram = self._family("ingest_probe_duration_seconds")
         bounds = [*(str(b) for b in DURATION_BUCKETS), "+Inf"]
         for (deployment, connector), hist in sorted(state.durations.items()):
             buckets: list[Any] = []

@@ -12,7 +12,10 @@ every ``OTEL_EXPORTER_OTLP_*``. This module adds only what the SDK does not do:
 * the redacting span processor in front of every exporter;
 * a start that never fails on a bad variable: a negative sampler ratio samples nothing (the
   SDK would sample everything) and refused ``OTEL_BSP_*`` values give the defaults (the SDK
-  would raise).
+  would raise);
+* no malformed header or resource item logged verbatim: the SDK quotes it in its warning
+  (an ``Authorization`` header is a credential), so that warning is filtered and one naming
+  only the variable is logged instead.
 
 The provider is not installed globally: the daemon passes its tracer down.
 """
@@ -21,6 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import re
 import threading
 import uuid
 from collections.abc import Mapping
@@ -80,6 +85,7 @@ def configure_tracing(
     if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         _log.info("tracing_disabled")
         return None
+    _refuse_verbatim_warnings(env)
     defaults = {
         "service.name": SERVICE_NAME,
         "service.version": __version__,
@@ -227,6 +233,50 @@ class RedactingSpanProcessor(SpanProcessor):
             cached = (resource, scrubbed)
             self._resources[id(resource)] = cached
         return cached[1]
+
+
+# The SDK warns about a malformed item by quoting it, and an item is often a token.
+_VERBATIM = {
+    "opentelemetry.util.re": "Header format invalid",
+    "opentelemetry.sdk.resources": "Invalid key value resource attribute pair",
+}
+# The SDK's liberal header item (OTLP exporter spec: a token, '=', printable ASCII except ",;\).
+_HEADER = re.compile(
+    r"[ \t]*[\x21\x23-\x27\x2a\x2b\x2d\x2e\x30-\x39\x41-\x5a\x5e-\x7a\x7c\x7e]+[ \t]*="
+    r"[ \t]*[\x20\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*[ \t]*"
+)
+
+# What the resource detector accepts: anything with an '='.
+_PAIR = re.compile(r"[^=]*=.*", re.DOTALL)
+
+
+class _DropVerbatim(logging.Filter):
+    """Drop the SDK records that quote a malformed variable item (logged redacted instead)."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Keep every record but the one quoting raw input."""
+        return not str(record.msg).startswith(self.prefix)
+
+
+def _refuse_verbatim_warnings(env: Mapping[str, str]) -> None:
+    """Filter the SDK's verbatim warnings once, and say which variable is malformed instead."""
+    for name, prefix in _VERBATIM.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropVerbatim) for f in logger.filters):
+            logger.addFilter(_DropVerbatim(prefix))
+    headers = "OTEL_EXPORTER_OTLP_TRACES_HEADERS"
+    if not env.get(headers):
+        headers = "OTEL_EXPORTER_OTLP_HEADERS"  # the SDK reads this one only as a fallback
+    checks: dict[str, re.Pattern[str]] = {headers: _HEADER, "OTEL_RESOURCE_ATTRIBUTES": _PAIR}
+    for variable, valid in checks.items():
+        items = [item for item in re.split(r"[ \t]*,[ \t]*", env.get(variable, "")) if item]
+        malformed = sum(valid.fullmatch(item) is None for item in items)
+        if malformed:
+            _log.warning("tracing_variable_malformed", variable=variable, items=malformed)
 
 
 def _negative_ratio_sampler(env: Mapping[str, str]) -> sampling.Sampler | None:

@@ -17,15 +17,16 @@ from typing import Any, Protocol
 
 from aiohttp import hdrs, web
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from exporter import __version__
-from exporter.probes.base import ConnectivityReport, ProbeResult, Reason, Status
+from exporter.metricspec import MetricSpec, family, spec
+from exporter.probes.base import ConnectivityReport, ProbeResult, Status
+from exporter.reasons import Reason
 from exporter.state import ExporterState
 from exporter.telemetry._exposition import negotiate
 from exporter.telemetry.metrics import MEASUREMENTS, IngestCollector, MetricsRenderer
-from exporter.telemetry.spec import MetricSpec, spec
 from exporter.telemetry.webconfig import AUTH_REALM, BasicAuth, WebConfig
 
 __all__ = [
@@ -67,8 +68,6 @@ _LINKS = (
     ("/api/v1/connectivity", "last connectivity report"),
     ("/api/v1/failover", "failover-drill settings"),
 )
-
-APP_KEY = web.AppKey("ingest_web", object)
 
 
 class ProbeTarget(Protocol):
@@ -246,12 +245,10 @@ class _ProbeCollector(Collector):
         return []
 
     def collect(self) -> Iterator[Metric]:
-        for family in IngestCollector(self._state).collect():
-            if family.name in _PROBE_FAMILIES and family.samples:
-                yield family
-        success, duration = (
-            GaugeMetricFamily(s.name, s.help, labels=list(s.labels)) for s in PROBE_METRICS
-        )
+        for collected in IngestCollector(self._state).collect():
+            if collected.name in _PROBE_FAMILIES and collected.samples:
+                yield collected
+        success, duration = (family(s) for s in PROBE_METRICS)
         deployment = self._report.deployment
         ok = self._report.ok and bool(self._report.results)
         success.add_metric([deployment], 1.0 if ok else 0.0)
@@ -351,7 +348,6 @@ def build_app(
     if auth is not None:
         middlewares.append(_auth_middleware(auth))
     app = web.Application(client_max_size=max(max_body, 1), middlewares=middlewares)
-    app[APP_KEY] = handlers
     app.on_cleanup.append(handlers.close)
     app.router.add_get("/", handlers.landing)
     app.router.add_get("/metrics", handlers.metrics)

@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any, Literal, Self
 
 import bcrypt
-import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
+from exporter._config_file import read_yaml
 from exporter.errors import ConfigError
 
 __all__ = [
@@ -229,12 +229,7 @@ def load_web_config(path: str | Path) -> WebConfig:
     """
     path = Path(path)
     label = f"--web.config.file {path}"
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(label, f"cannot read the file ({exc.strerror})") from None
-    except yaml.YAMLError:
-        raise ConfigError(label, "not valid YAML") from None
+    data = read_yaml(path, label)  # bounded: size, UTF-8, depth, aliases, duplicate keys
     if data is None:
         data = {}
     if not isinstance(data, dict):

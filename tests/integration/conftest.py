@@ -6,10 +6,8 @@ failure of the set-up, and a silent skip would hide it.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
-import subprocess
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -21,13 +19,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.config import IngestSettings, build_institutional_ingest_config
 from exporter.daemon import Daemon
+from tests.waiting import wait_for
 
 from .net import free_port
 
-__all__ = ["free_port"]
+__all__ = ["free_port", "wait_for"]
 
 REPO = Path(__file__).resolve().parents[2]
-SERVICES = REPO / "scripts" / "services.sh"
 _REQUIRED = ("TIMESCALEDB_URL", "TIMESCALE_ADMIN_URL", "REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS")
 
 
@@ -62,7 +60,8 @@ def settings_factory(service_env: dict[str, str]) -> Callable[..., IngestSetting
 
     def build(config_file: str | Path | None = None, **env: str) -> IngestSettings:
         base = {k: v for k, v in service_env.items() if k in _REQUIRED}
-        base.setdefault("INGEST_PROBE_INTERVAL_SECONDS", "0.5")
+        # The timeout must stay below the interval, and the interval at least 1 s.
+        base.setdefault("INGEST_PROBE_INTERVAL_SECONDS", "2.5")
         base.setdefault("INGEST_PROBE_TIMEOUT_SECONDS", "2")
         base.setdefault("INGEST_WEB_LISTEN_ADDRESS", "127.0.0.1:0")
         base["KAFKA_MANIFEST_PUBLISH"] = "false"
@@ -70,25 +69,6 @@ def settings_factory(service_env: dict[str, str]) -> Callable[..., IngestSetting
         return build_institutional_ingest_config(environ=base, config_file=config_file)
 
     return build
-
-
-def services_ctl(action: str, name: str) -> None:
-    """Stop or start one service of the local stack through the project's own script."""
-    subprocess.run(["bash", str(SERVICES), action, name], check=True, timeout=180)
-
-
-@pytest.fixture
-def outage() -> Iterator[Callable[[str], None]]:
-    """Stop services on demand and always start them again after the test."""
-    stopped: list[str] = []
-
-    def stop(name: str) -> None:
-        services_ctl("stop", name)
-        stopped.append(name)
-
-    yield stop
-    for name in stopped:
-        services_ctl("start", name)
 
 
 @pytest.fixture
@@ -100,18 +80,6 @@ def blackhole() -> Iterator[int]:
     port = server.getsockname()[1]
     yield port
     server.close()
-
-
-async def wait_for(
-    predicate: Callable[[], object], *, timeout: float, interval: float = 0.1
-) -> None:
-    """Poll ``predicate`` until it is truthy; fail the test after ``timeout`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            pytest.fail(f"condition not met within {timeout}s")
-        await asyncio.sleep(interval)
 
 
 @asynccontextmanager
@@ -136,15 +104,12 @@ async def scrape_until(
     base_url: str, ready: Callable[[str], bool], *, timeout: float = 15.0
 ) -> str:
     """Scrape /metrics until ``ready(text)`` holds; return that text, fail after ``timeout``."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    text = await scrape(base_url)
-    while not ready(text):
-        if loop.time() > deadline:
-            pytest.fail(f"metrics not as expected within {timeout}s:\n{text[-2000:]}")
-        await asyncio.sleep(0.2)
+
+    async def scraped() -> str:
         text = await scrape(base_url)
-    return text
+        return text if ready(text) else ""
+
+    return await wait_for(scraped, timeout=timeout, interval=0.2)
 
 
 def sample(text: str, name: str, **labels: str) -> float | None:

@@ -11,8 +11,8 @@ must have at least the primary's ``max_connections``, so the copy is also the sa
 nothing behind. The primary keeps no replication slot for the replica (``wal_keep_size`` covers
 the short life of a test replica), so nothing accumulates on the shared cluster either.
 ``promote()`` turns the replica into a primary of its own: a private copy of the shared
-database (roles, TimescaleDB, tables) that a test may lock, load or stop without disturbing
-other tests, and that other tests' outages of the shared cluster do not disturb either.
+database (roles, TimescaleDB, tables) that a test may lock, load or stop (``halt()``, then
+``resume()``) without disturbing other tests.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from typing import Self
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import asyncpg
+
+from tests.waiting import wait_for
 
 from .net import free_port
 
@@ -106,6 +108,11 @@ class PgReplica:
             "--no-sync",
             env=env,
         )
+        await self.resume()
+        await self.wait_streaming(timeout=timeout)
+
+    async def resume(self) -> None:
+        """Start the server on its port and data (again, after :meth:`halt`); wait until it runs."""
         options = f"-p {self.port} -k {self.home} -c listen_addresses={HOST}"
         await self._run(
             str(self.pg_bin / "pg_ctl"),
@@ -120,37 +127,38 @@ class PgReplica:
             "30",
             "start",
         )
-        await self.wait_streaming(timeout=timeout)
+
+    async def halt(self) -> None:
+        """Stop the server at once (an outage), keeping its data for :meth:`resume`."""
+        await self._run(
+            str(self.pg_bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"
+        )
 
     async def wait_streaming(self, *, timeout: float = 30.0) -> None:
         """Wait until the primary lists the replica as ``streaming``."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
         conn = await asyncpg.connect(self.primary_url, timeout=10)
+
+        async def streaming() -> bool:
+            state = await conn.fetchval(
+                "SELECT state FROM pg_stat_replication WHERE application_name = $1", self.name
+            )
+            return bool(state == "streaming")
+
         try:
-            while True:
-                state = await conn.fetchval(
-                    "SELECT state FROM pg_stat_replication WHERE application_name = $1", self.name
-                )
-                if state == "streaming":
-                    return
-                if loop.time() > deadline:
-                    raise RuntimeError(f"replica {self.name} not streaming after {timeout}s")
-                await asyncio.sleep(0.1)
+            await wait_for(streaming, timeout=timeout, interval=0.1)
         finally:
             await conn.close()
 
     async def promote(self, *, timeout: float = 30.0) -> None:
         """Promote the replica to a primary of its own (a private cluster to break freely)."""
         await self._run(str(self.pg_bin / "pg_ctl"), "-D", str(self.data), "-w", "promote")
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
         conn = await asyncpg.connect(self.url, timeout=10)
+
+        async def promoted() -> bool:
+            return not await conn.fetchval("SELECT pg_is_in_recovery()")
+
         try:
-            while await conn.fetchval("SELECT pg_is_in_recovery()"):
-                if loop.time() > deadline:
-                    raise RuntimeError(f"replica {self.name} still in recovery after {timeout}s")
-                await asyncio.sleep(0.1)
+            await wait_for(promoted, timeout=timeout, interval=0.1)
         finally:
             await conn.close()
 

@@ -100,6 +100,7 @@ class PrometheusInstance:
             value = await fetch()
             if predicate(value):
                 return value
+            # Polled: Prometheus announces nothing; the last value seen goes into the failure.
             await asyncio.sleep(0.5)
         pytest.fail(f"{what} not met within {timeout}s; last value: {value!r}\n{self.log_tail()}")
 
@@ -198,5 +199,6 @@ async def _ready(instance: PrometheusInstance, timeout: float = 30.0) -> bool:
                 async with session.get(f"{instance.base_url}/-/ready") as response:
                     if response.status == 200:
                         return True
+            # Polled: readiness is only an answer, and a failed start must end the wait early.
             await asyncio.sleep(0.1)
     return False

@@ -4,12 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from pathlib import Path
+
+from tests.waiting import wait_for
 
 from .net import free_port
 
 __all__ = ["RedisServers"]
+
+
+async def _answers(port: int) -> bool:
+    """Tell whether a server on ``port`` answers PING (any reply, even -NOAUTH, means up)."""
+    with contextlib.suppress(OSError):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"PING\r\n")
+        reply = await asyncio.wait_for(reader.readline(), 2)
+        writer.close()
+        await writer.wait_closed()
+        return bool(reply)
+    return False
 
 
 class RedisServers:
@@ -32,19 +45,8 @@ class RedisServers:
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 10
-        while True:
-            # Any reply to PING (even -NOAUTH) means the server is up.
-            with contextlib.suppress(OSError):
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
-                writer.write(b"PING\r\n")
-                reply = await asyncio.wait_for(reader.readline(), 2)
-                writer.close()
-                await writer.wait_closed()
-                if reply:
-                    return port
-            assert time.monotonic() < deadline, "private redis-server did not start"
-            await asyncio.sleep(0.05)
+        await wait_for(lambda: _answers(port), timeout=10)
+        return port
 
     async def stop(self, port: int) -> None:
         """Stop one server and wait for it to exit."""

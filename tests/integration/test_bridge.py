@@ -165,7 +165,8 @@ async def test_committed_offsets_are_not_redelivered(
     async with running(make_bridge(bootstrap, topic, group, second)):
         await produce(bootstrap, topic, [good(i % 2, 10 + i // 2) for i in range(7)])
         await wait_for(lambda: len(second) >= 7, timeout=20)
-        await asyncio.sleep(1.0)  # room for any redelivery to show up
+        # Not a wait: a redelivery is the absence of an end; give one room to show up.
+        await asyncio.sleep(1.0)
     assert len(second) == 7
     assert sorted(e.payload["seq"] for e in second) == [10, 10, 11, 11, 12, 12, 13]
 
@@ -219,6 +220,19 @@ async def test_missing_topic_fails_the_run_until_it_is_created(
         await wait_for(lambda: len(events) >= 1, timeout=20)
 
 
+async def _committed(bootstrap: str, group: str, records: int) -> bool:
+    """Tell whether ``group`` has committed offsets past ``records`` records in all."""
+    async with admin_client(bootstrap) as admin:
+        offsets = await admin.list_consumer_group_offsets(group)
+    committed = sum(int(meta.offset) for meta in offsets.values())
+    return committed >= records
+
+
+def _ready(supervisor: TaskSupervisor, name: str) -> bool:
+    info = supervisor.get(name)
+    return info is not None and info.ready
+
+
 async def test_broker_outage_restarts_the_bridge_with_backoff_and_loses_nothing(
     service_env: dict[str, str], unique: str
 ) -> None:
@@ -249,7 +263,8 @@ async def test_broker_outage_restarts_the_bridge_with_backoff_and_loses_nothing(
             assert await supervisor.wait_ready("bridge", timeout=30)
             await produce(kafka.bootstrap, topic, [good(i % 2, i // 2) for i in range(20)])
             await wait_for(lambda: len(events) >= 20, timeout=20)
-            await asyncio.sleep(0.5)  # the batch's commit is done before the broker dies
+            # The batch's commit is done before the broker dies.
+            await wait_for(lambda: _committed(kafka.bootstrap, f"g-{unique}", 20), timeout=15)
 
             killed = time.time()
             await kafka.kill()
@@ -261,11 +276,12 @@ async def test_broker_outage_restarts_the_bridge_with_backoff_and_loses_nothing(
 
             await kafka.start()
             restarted = time.time()
-            await wait_for(lambda: supervisor.get("bridge").ready, timeout=40)  # type: ignore[union-attr]
+            await wait_for(lambda: _ready(supervisor, "bridge"), timeout=40)
             resumed = time.time() - restarted
             await produce(kafka.bootstrap, topic, [good(i % 2, 10 + i // 2) for i in range(20)])
             await wait_for(lambda: len(events) >= 40, timeout=30)
-            await asyncio.sleep(1.0)  # room for a duplicate to show up
+            # Not a wait: a duplicate is the absence of an end; give one room to show up.
+            await asyncio.sleep(1.0)
         finally:
             await supervisor.cancel_all(timeout=15)
 

@@ -6,6 +6,7 @@ the configured URLs themselves; a canary in the password must appear in no outpu
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -95,3 +96,28 @@ def test_a_redis_url_with_a_bad_typed_value_exits_2(command: str, query: str) ->
     assert "REDIS_URL" in result.stderr
     assert "Traceback" not in result.stderr
     assert "Qz9canary" not in result.stdout + result.stderr
+
+
+def test_a_secret_file_feeds_the_driver_and_never_shows(tmp_path: Path) -> None:
+    """Crash 7: REDIS_URL_FILE was ignored; now its URL is used, its password masked everywhere."""
+    secret = tmp_path / "redis-url"
+    secret.write_text(f"redis://default:Fi1e-Cn7pw@127.0.0.1:{free_port()}/0\n")
+    secret.chmod(0o644)
+    # REDIS_URL unset: were the file ignored, the default URL would reach the local Redis.
+    result = _cli("probe", "--format", "json", REDIS_URL="", REDIS_URL_FILE=str(secret))
+    assert result.returncode == 1, result.stderr
+    redis = json.loads(result.stdout)["reports"][0]["connectors"]["redis"]
+    assert {check["reason"] for check in redis["checks"]} == {"refused"}
+    assert "Fi1e-Cn7pw" not in result.stdout + result.stderr
+    assert '"secret_file_world_readable"' in result.stderr
+    assert "REDIS_URL_FILE" in result.stderr
+
+
+def test_check_config_refuses_a_variable_set_twice(tmp_path: Path) -> None:
+    """Crash 7: X and X_FILE both set is an error naming both, exit 2."""
+    secret = tmp_path / "pw"
+    secret.write_text("Fi1e-Cn7pw\n")
+    result = _cli("check-config", KAFKA_SASL_PASSWORD="x", KAFKA_SASL_PASSWORD_FILE=str(secret))
+    assert result.returncode == 2
+    assert "KAFKA_SASL_PASSWORD_FILE: set only one of" in result.stderr
+    assert "Fi1e-Cn7pw" not in result.stderr

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import asyncpg
@@ -19,8 +21,12 @@ import pytest
 
 from exporter.config import IngestSettings
 from exporter.daemon import SHUTDOWN_TIMEOUT, Daemon
+from tests.waiting import Changes
 
-from .conftest import REPO, free_port, running_daemon, sample, scrape, wait_for
+from .conftest import REPO, running_daemon, sample, scrape, wait_for
+from .kafka_instance import KafkaInstance
+from .pg_instance import PgReplica
+from .redis_instance import RedisServers
 
 CONNECTORS = ("timescale", "redis", "kafka")
 
@@ -38,10 +44,7 @@ async def test_all_connectors_up_and_timescaledb_installed(
             text = await scrape(url)
             return all(sample(text, "ingest_connector_up", connector=c) == 1 for c in CONNECTORS)
 
-        deadline = time.monotonic() + 2 * settings.probes.interval_seconds + 5
-        while not await all_up():
-            assert time.monotonic() < deadline, text
-            await asyncio.sleep(0.1)
+        await wait_for(all_up, timeout=2 * settings.probes.interval_seconds + 5)
         assert sample(text, "ingest_probe_duration_seconds_count", connector="redis")
         assert sample(text, "ingest_probe_last_run_timestamp_seconds", connector="kafka")
     conn = await asyncpg.connect(service_env["TIMESCALEDB_URL"])
@@ -53,13 +56,13 @@ async def test_all_connectors_up_and_timescaledb_installed(
 
 
 async def test_serves_while_every_dependency_is_down(
-    settings_factory: Callable[..., IngestSettings],
+    settings_factory: Callable[..., IngestSettings], refused_port: int
 ) -> None:
     """With all three services unreachable the daemon starts, serves and reports them down."""
     settings = settings_factory(
-        TIMESCALEDB_URL=f"postgresql://ingest:ingest@127.0.0.1:{free_port()}/ingest",
-        REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
-        KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{free_port()}",
+        TIMESCALEDB_URL=f"postgresql://ingest:ingest@127.0.0.1:{refused_port}/ingest",
+        REDIS_URL=f"redis://127.0.0.1:{refused_port}/0",
+        KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{refused_port}",
     )
     async with running_daemon(settings) as (daemon, url):
         await wait_for(lambda: daemon.state.ready, timeout=10)
@@ -72,82 +75,178 @@ async def test_serves_while_every_dependency_is_down(
         assert await scrape(url, "/-/healthy")
 
 
+#: A private server's address for the settings, and how to stop and start it again.
+Private = tuple[dict[str, str], Callable[[], Awaitable[object]], Callable[[], Awaitable[object]]]
+
+
+@asynccontextmanager
+async def _private(service: str, env: dict[str, str], folder: Path) -> AsyncIterator[Private]:
+    """Run a private server of ``service``: the outage must not touch the shared stack."""
+    if service == "redis":
+        servers = RedisServers(env.get("INGEST_REDIS_SERVER") or "redis-server", folder)
+        port = await servers.start()
+        try:
+            yield (
+                {"REDIS_URL": f"redis://127.0.0.1:{port}/0"},
+                lambda: servers.stop(port),
+                lambda: servers.start(port=port),
+            )
+        finally:
+            await servers.close()
+    elif service == "kafka":
+        async with KafkaInstance(env["INGEST_KAFKA_JARS"]) as kafka:
+            yield {"KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap}, kafka.stop, kafka.start
+    else:
+        async with PgReplica(env["TIMESCALE_ADMIN_URL"]) as server:
+            await server.promote()
+            url = urlsplit(env["TIMESCALEDB_URL"])
+            netloc = f"{url.netloc.rpartition('@')[0]}@127.0.0.1:{server.port}"
+            private = urlunsplit(url._replace(netloc=netloc))
+            yield {"TIMESCALEDB_URL": private}, server.halt, server.resume
+
+
 @pytest.mark.parametrize("service", ["redis", "timescale", "kafka"])
 async def test_outage_turns_up_to_zero_and_recovery_back_to_one(
     service: str,
     settings_factory: Callable[..., IngestSettings],
-    outage: Callable[[str], None],
+    service_env: dict[str, str],
+    tmp_path: Path,
 ) -> None:
     """Stopping a service drops its `up` within interval + timeout; restarting restores it."""
-    from .conftest import services_ctl
+    async with _private(service, service_env, tmp_path) as (env, stop, start):
+        # Interval + timeout = 3 s, as the bound below assumes (the timeout must stay below
+        # the interval, so the old 1 s + 2 s became 1.6 s + 1.4 s).
+        settings = settings_factory(
+            INGEST_PROBE_INTERVAL_SECONDS="1.6", INGEST_PROBE_TIMEOUT_SECONDS="1.4", **env
+        )
+        async with running_daemon(settings) as (daemon, url):
+            await wait_for(lambda: daemon.state.ready, timeout=15)
 
-    settings = settings_factory(INGEST_PROBE_INTERVAL_SECONDS="1", INGEST_PROBE_TIMEOUT_SECONDS="2")
-    script_name = "postgres" if service == "timescale" else service
-    async with running_daemon(settings) as (daemon, url):
-        await wait_for(lambda: daemon.state.ready, timeout=15)
+            def up() -> float | None:
+                report = daemon.state.reports.get("local")
+                return None if report is None else float(report.connector_up(service))
 
-        def up() -> float | None:
-            report = daemon.state.reports.get("local")
-            return None if report is None else float(report.connector_up(service))
-
-        await wait_for(lambda: up() == 1.0, timeout=15)
-        await asyncio.to_thread(outage, script_name)
-        stopped_at = time.monotonic()
-        await wait_for(lambda: up() == 0.0, timeout=1 + 2 + 2)
-        assert time.monotonic() - stopped_at <= 1 + 2 + 2
-        text = await scrape(url)
-        assert sample(text, "ingest_connector_up", connector=service) == 0
-        await asyncio.to_thread(services_ctl, "start", script_name)
-        await wait_for(lambda: up() == 1.0, timeout=60)
-        assert sample(await scrape(url), "ingest_connector_up", connector=service) == 1
+            await wait_for(lambda: up() == 1.0, timeout=15)
+            await stop()
+            stopped_at = time.monotonic()
+            await wait_for(lambda: up() == 0.0, timeout=1 + 2 + 2)
+            assert time.monotonic() - stopped_at <= 1 + 2 + 2
+            text = await scrape(url)
+            assert sample(text, "ingest_connector_up", connector=service) == 0
+            await start()
+            await wait_for(lambda: up() == 1.0, timeout=60)
+            assert sample(await scrape(url), "ingest_connector_up", connector=service) == 1
 
 
-def _spawn(port: int, env: dict[str, str], *args: str) -> subprocess.Popen[str]:
-    command = ["run", "--web.listen-address", f"127.0.0.1:{port}", *args]
-    return subprocess.Popen(
-        [sys.executable, "-m", "exporter", *command],
+class DaemonProcess:
+    """``ingest-exporter run`` as a child process, its JSON log lines read as they come."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.lines: list[str] = []
+        self._logged = Changes()
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self.process.stderr is not None
+        async for line in self.process.stderr:
+            self.lines.append(line.decode(errors="replace"))
+            self._logged()
+        self._logged()  # end of output: waiters re-check and give up
+
+    @property
+    def stderr(self) -> str:
+        """Return what the process wrote to stderr so far."""
+        return "".join(self.lines)
+
+    def event(self, name: str) -> dict[str, Any] | None:
+        """Return the first log event called ``name``, if it was logged."""
+        for line in self.lines:
+            if f'"{name}"' in line:
+                event: dict[str, Any] = json.loads(line)
+                if event.get("event") == name:
+                    return event
+        return None
+
+    async def logged(self, name: str, *, timeout: float = 30.0) -> dict[str, Any]:
+        """Wait until the event ``name`` is logged and return it; fail if output ends first."""
+        try:
+            await self._logged.until(
+                lambda: self.event(name) is not None or self._reader.done(), timeout
+            )
+        except TimeoutError:
+            pytest.fail(f"{name} not logged within {timeout}s:\n{self.stderr}")
+        event = self.event(name)
+        if event is None:
+            pytest.fail(f"the daemon ended without logging {name}:\n{self.stderr}")
+        return event
+
+    async def exit(self) -> tuple[str, float]:
+        """Wait for the process to end; return its whole stderr and how long that took."""
+        t0 = time.monotonic()
+        await asyncio.wait_for(self.process.wait(), timeout=30)
+        elapsed = time.monotonic() - t0
+        await self._reader
+        return self.stderr, elapsed
+
+    @property
+    def running(self) -> bool:
+        """Tell whether the process has not been seen to end yet."""
+        return self.process.returncode is None
+
+    def kill(self) -> None:
+        """Kill the process if it still runs."""
+        if self.running:
+            self.process.kill()
+
+
+async def _spawn(env: dict[str, str], *args: str, listen: str = "127.0.0.1:0") -> DaemonProcess:
+    process = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "exporter", "run", "--web.listen-address", listen, *args),
         cwd=REPO,
-        env={**os.environ, **env, "INGEST_PROBE_INTERVAL_SECONDS": "0.5"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        env={
+            **os.environ,
+            **env,
+            # Fast cycles; the timeout (and an operator probe's 1 s) stays below the interval.
+            "INGEST_PROBE_INTERVAL_SECONDS": "1.5",
+            "INGEST_PROBE_TIMEOUT_SECONDS": "1",
+        },
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
     )
-
-
-async def _wait_healthy(port: int) -> None:
-    async with aiohttp.ClientSession() as session:
-        for _ in range(100):
-            try:
-                async with session.get(f"http://127.0.0.1:{port}/-/healthy") as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-    pytest.fail("daemon did not answer /-/healthy within 10 s")
+    return DaemonProcess(process)
 
 
 @asynccontextmanager
 async def _daemon_process(
-    port: int, env: dict[str, str], *args: str, settle: float = 1.0
-) -> AsyncIterator[subprocess.Popen[str]]:
-    """Run the daemon as a process, healthy and settled for ``settle`` s; kill it if left over."""
-    process = _spawn(port, env, *args)
+    env: dict[str, str], *args: str, settled: str | None = None
+) -> AsyncIterator[DaemonProcess]:
+    """Run the daemon as a process on a port it binds itself; yield it once settled; kill leftovers.
+
+    The daemon listens on port 0 and logs the port it got (``exporter_started``), so no port
+    is chosen, closed and bound again by another process. Settled means ready (every
+    deployment finished a probe cycle), or, when given, the event ``settled`` was logged.
+    """
+    daemon = await _spawn(env, *args)
     try:
-        await _wait_healthy(port)
-        await asyncio.sleep(settle)
-        yield process
+        started = await daemon.logged("exporter_started")
+        port = int(started["listen_address"].rpartition(":")[2])
+        if settled is None:
+            await wait_for(lambda: _ready(port), timeout=30)
+        else:
+            await daemon.logged(settled)
+        yield daemon
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        daemon.kill()
+        await daemon.exit()
 
 
-async def _exit(process: subprocess.Popen[str]) -> tuple[str, float]:
-    """Wait for the process to end; return its stderr and how long that took."""
-    t0 = time.monotonic()
-    _, stderr = await asyncio.to_thread(process.communicate, timeout=30)
-    return stderr, time.monotonic() - t0
+async def _ready(port: int) -> bool:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{port}/-/ready") as response,
+    ):
+        return response.status == 200
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -155,10 +254,10 @@ async def test_signal_stops_gracefully_with_exit_0(
     sig: signal.Signals, service_env: dict[str, str]
 ) -> None:
     """SIGTERM or SIGINT stops the daemon through the graceful path, exit code 0, quickly."""
-    async with _daemon_process(free_port(), service_env) as process:
-        process.send_signal(sig)
-        stderr, elapsed = await _exit(process)
-    assert process.returncode == 0, stderr
+    async with _daemon_process(service_env) as daemon:
+        daemon.process.send_signal(sig)
+        stderr, elapsed = await daemon.exit()
+    assert daemon.process.returncode == 0, stderr
     assert elapsed < 10
     assert '"exporter_stopped"' in stderr
     assert "Traceback" not in stderr
@@ -170,41 +269,49 @@ async def test_listen_address_in_use_exits_3(service_env: dict[str, str]) -> Non
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
-        process = _spawn(port, service_env)
-        _, stderr = await asyncio.to_thread(process.communicate, timeout=30)
-    assert process.returncode == 3
+        daemon = await _spawn(service_env, listen=f"127.0.0.1:{port}")
+        stderr, _ = await daemon.exit()
+    assert daemon.process.returncode == 3
     assert f"cannot listen on 127.0.0.1:{port}" in stderr
     assert "Traceback" not in stderr
 
 
 # An async probe that swallows every cancellation: no timeout or cancel ever ends it.
+# It says on stderr (as a JSON line, like the daemon's) each time it swallows a cancellation.
 _STUBBORN = """
 import asyncio
+import sys
 
 
 async def stubborn() -> bool:
     while True:
         try:
-            await asyncio.sleep(3600)
+            await asyncio.Event().wait()
         except asyncio.CancelledError:
-            pass
+            print('{"event": "stubborn_probe_cancelled"}', file=sys.stderr, flush=True)
 """
 
 
-def _stuck_probe_setup(kind: str, tmp_path: Path) -> tuple[dict[str, str], Path]:
-    """Return the extra environment and a config file with one probe that never ends."""
+def _stuck_probe_setup(kind: str, tmp_path: Path) -> tuple[dict[str, str], Path, str | None]:
+    """Return the extra environment and a config file with one probe that never ends.
+
+    The third value is the event saying the probe has started and timed out once (``None``:
+    readiness says it).
+    """
     env: dict[str, str] = {}
     if kind == "sync-sleeping":
-        target = "tests.fixtures.operator_probes:sleep_ten_seconds"
+        # Its first cycle ends at the probe's timeout, so the daemon becomes ready.
+        target, settled = "tests.fixtures.operator_probes:sleep_ten_seconds", None
     else:
+        # Its first cycle never ends; the probe itself reports the swallowed timeout.
         (tmp_path / "stubborn_probe.py").write_text(_STUBBORN)
         env["PYTHONPATH"] = str(tmp_path)
-        target = "stubborn_probe:stubborn"
+        target, settled = "stubborn_probe:stubborn", "stubborn_probe_cancelled"
     config = tmp_path / "stuck.yaml"
     config.write_text(
         f"probes:\n  operator:\n    - {{name: stuck, target: '{target}', timeout_seconds: 1}}\n"
     )
-    return env, config
+    return env, config, settled
 
 
 @pytest.mark.parametrize(
@@ -217,14 +324,14 @@ async def test_sigterm_exits_within_the_bound_despite_a_stuck_probe(
     kind: str, bound: float, service_env: dict[str, str], tmp_path: Path
 ) -> None:
     """SIGTERM ends the process with exit 0 within the shutdown bound while a probe hangs."""
-    env, config = _stuck_probe_setup(kind, tmp_path)
-    # settle: the stuck probe has started and timed out once.
+    env, config, settled = _stuck_probe_setup(kind, tmp_path)
+    # Settled: the stuck probe has started and timed out once.
     async with _daemon_process(
-        free_port(), {**service_env, **env}, "--config.file", str(config), settle=1.5
-    ) as process:
-        process.send_signal(signal.SIGTERM)
-        stderr, elapsed = await _exit(process)
-    assert process.returncode == 0, stderr
+        {**service_env, **env}, "--config.file", str(config), settled=settled
+    ) as daemon:
+        daemon.process.send_signal(signal.SIGTERM)
+        stderr, elapsed = await daemon.exit()
+    assert daemon.process.returncode == 0, stderr
     assert elapsed < bound
     assert '"exporter_stopped"' in stderr
     assert "Traceback" not in stderr
@@ -234,16 +341,16 @@ async def test_second_sigint_during_shutdown_exits_130_at_once(
     service_env: dict[str, str], tmp_path: Path
 ) -> None:
     """A second SIGINT while the graceful stop waits on a stuck task exits 130 immediately."""
-    env, config = _stuck_probe_setup("cancel-swallowing", tmp_path)
+    env, config, settled = _stuck_probe_setup("cancel-swallowing", tmp_path)
     async with _daemon_process(
-        free_port(), {**service_env, **env}, "--config.file", str(config), settle=1.5
-    ) as process:
-        process.send_signal(signal.SIGINT)
-        await asyncio.sleep(0.5)  # the stop now waits for the stuck probe loop
-        assert process.poll() is None
-        process.send_signal(signal.SIGINT)
-        stderr, elapsed = await _exit(process)
-    assert process.returncode == 130, stderr
+        {**service_env, **env}, "--config.file", str(config), settled=settled
+    ) as daemon:
+        daemon.process.send_signal(signal.SIGINT)
+        await daemon.logged("exporter_stopping")  # the stop now waits for the stuck probe loop
+        assert daemon.running
+        daemon.process.send_signal(signal.SIGINT)
+        stderr, elapsed = await daemon.exit()
+    assert daemon.process.returncode == 130, stderr
     assert elapsed < 2
     assert '"exporter_forced_exit"' in stderr
     assert "Traceback" not in stderr

@@ -41,6 +41,7 @@ async def test_sync_probe_times_out_in_about_a_second_while_scrapes_answer(
             s0 = time.monotonic()
             await scrape(url)
             scrape_times.append(time.monotonic() - s0)
+            # Not a wait: scrapes are sampled every 50 ms while the stuck probe runs.
             await asyncio.sleep(0.05)
             assert time.monotonic() - t0 < 5
         report = daemon.state.reports["local"]

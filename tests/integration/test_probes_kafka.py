@@ -175,6 +175,7 @@ async def test_lag_seconds_grows_while_nothing_is_consumed(
     probe = KafkaProbe(connector, topics=[topic], group=f"stalled-{unique}")
     try:
         first = lag_seconds((await run(probe))["consumer_lag"])
+        # Not a wait: the lag in seconds grows with time itself.
         await asyncio.sleep(1.0)
         second = lag_seconds((await run(probe))["consumer_lag"])
     finally:
@@ -296,6 +297,8 @@ async def test_blackhole_times_out_within_ten_percent(blackhole: int) -> None:
 
 async def _settled(port: int, expected: int) -> int:
     # A closed client's sockets close on the next loop iterations, not inside stop().
+    # Polled (the socket table announces nothing), and the count is returned either way so
+    # the caller's assertion reports it.
     for _ in range(60):
         if established_to(port) == expected:
             break

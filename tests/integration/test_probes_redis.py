@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import statistics
 import time
@@ -19,7 +18,7 @@ from exporter.probes.base import ProbeResult, Reason, Status
 from exporter.probes.redis import RedisProbe, cache_index_key
 from exporter.probes.runner import ProbeRunner
 
-from .conftest import free_port, running_daemon, sample, scrape_until
+from .conftest import free_port, running_daemon, sample, scrape_until, wait_for
 from .redis_instance import RedisServers
 
 CLIENT_NAME = "ingest-exporter"  # set by RedisConnector on every connection
@@ -149,13 +148,13 @@ async def test_blackhole_times_out_within_ten_percent(blackhole: int) -> None:
 
 
 async def _poll(probe: RedisProbe, check: str, wanted: Status, within: float) -> ProbeResult:
-    deadline = time.monotonic() + within
-    while True:
+    async def reached() -> ProbeResult | None:
         result = (await run(probe))[check]
-        if result.status is wanted:
-            return result
-        assert time.monotonic() < deadline, result
-        await asyncio.sleep(0.1)
+        return result if result.status is wanted else None
+
+    found = await wait_for(reached, timeout=within, interval=0.1)
+    assert found is not None
+    return found
 
 
 async def test_replica_goes_stale_when_its_primary_stops(redis_servers: RedisServers) -> None:

@@ -20,6 +20,7 @@ from exporter.probes.base import Check, ProbeResult, Reason, Status
 from exporter.probes.runner import ProbeRunner
 from exporter.probes.timescale import TimescaleProbe
 from tests.integration.pg_instance import PgReplica
+from tests.waiting import wait_for
 
 TableFactory = Callable[..., Awaitable[str]]
 
@@ -250,6 +251,7 @@ async def test_replication_lag_grows_while_replay_is_paused(
             await standby.execute("SELECT pg_wal_replay_pause()")
             await _write(primary, table, 2000)
             first = await _lag(connector, replica.name)
+            # Not a wait: the lag in seconds grows with time itself.
             await asyncio.sleep(1.2)
             await _write(primary, table, 2000)
             second = await _lag(connector, replica.name)
@@ -260,12 +262,45 @@ async def test_replication_lag_grows_while_replay_is_paused(
         finally:
             await standby.execute("SELECT pg_wal_replay_resume()")
             await standby.close()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 15
-        # Other tests write to the shared primary too, so "drained" allows a few pages.
-        while (drained := await _lag(connector, replica.name)) > (0.5, 65536.0):
-            assert loop.time() < deadline, f"lag did not drain: {drained}"
-            await asyncio.sleep(0.2)
+
+        async def drained() -> bool:
+            # Other tests write to the shared primary too, so "drained" allows a few pages.
+            return await _lag(connector, replica.name) <= (0.5, 65536.0)
+
+        await wait_for(drained, timeout=15, interval=0.2)
+
+
+async def _wal_position(primary_admin_url: str) -> str:
+    """Return the primary's current WAL position."""
+    conn = await asyncpg.connect(primary_admin_url)
+    try:
+        return str(await conn.fetchval("SELECT pg_current_wal_lsn()::text"))
+    finally:
+        await conn.close()
+
+
+async def _replayed(standby: Any, position: str) -> bool:
+    """Tell whether the standby has replayed the WAL up to ``position``."""
+    return bool(
+        await standby.fetchval("SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn", position)
+    )
+
+
+async def _replay_paused(standby: Any) -> bool:
+    """Tell whether the standby's pause is in force: no further record will be replayed.
+
+    Recovery checks the request before it applies each record, so "pause requested" (no
+    record arrived since) already holds the next one back.
+    """
+    state = await standby.fetchval("SELECT pg_get_wal_replay_pause_state()")
+    return state in ("pause requested", "paused")
+
+
+async def _received_unreplayed(standby: Any) -> bool:
+    """Tell whether the standby has received WAL it has not replayed yet."""
+    return bool(
+        await standby.fetchval("SELECT pg_last_wal_receive_lsn() > pg_last_wal_replay_lsn()")
+    )
 
 
 async def test_standby_reports_recovery_and_replay_delay(
@@ -288,16 +323,18 @@ async def test_standby_reports_recovery_and_replay_delay(
             try:
                 await _write(primary, table, 10)
                 await replica.wait_streaming()
-                await asyncio.sleep(0.3)
+                written = await _wal_position(service_env["TIMESCALE_ADMIN_URL"])
+                await wait_for(lambda: _replayed(admin, written), timeout=15)
                 value, check = await delay()
                 assert value == 0.0
                 assert check.status is Status.OK, check
                 await admin.execute("SELECT pg_wal_replay_pause()")
-                await asyncio.sleep(0.5)
+                await wait_for(lambda: _replay_paused(admin), timeout=15)
                 await _write(primary, table, 10)
-                await asyncio.sleep(0.5)
+                await wait_for(lambda: _received_unreplayed(admin), timeout=15)
                 first, check = await delay()
                 assert "paused" in check.detail
+                # Not a wait: the replay delay grows with time itself.
                 await asyncio.sleep(1.0)
                 second, _ = await delay()
                 assert first is not None
@@ -306,11 +343,11 @@ async def test_standby_reports_recovery_and_replay_delay(
                 assert second >= first + 0.9
             finally:
                 await admin.execute("SELECT pg_wal_replay_resume()")
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + 15
-            while (await delay())[0] != 0.0:
-                assert loop.time() < deadline, "replay delay did not return to 0"
-                await asyncio.sleep(0.2)
+
+            async def caught_up() -> bool:
+                return (await delay())[0] == 0.0
+
+            await wait_for(caught_up, timeout=15, interval=0.2)
         await admin.close()
 
 
@@ -407,11 +444,11 @@ async def _backends(admin: Any, app: str) -> int:
 
 async def _settle(admin: Any, app: str, expected: int) -> None:
     """Wait (5 s at most) until ``app`` has ``expected`` backends: exits are asynchronous."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 5
-    while (now := await _backends(admin, app)) != expected:
-        assert loop.time() < deadline, f"{now} connections of {app}, expected {expected}"
-        await asyncio.sleep(0.05)
+
+    async def settled() -> bool:
+        return await _backends(admin, app) == expected
+
+    await wait_for(settled, timeout=5)
 
 
 @pytest.mark.slow

@@ -45,7 +45,7 @@ async def test_prometheus_scrapes_connector_up_for_every_connector(
 ) -> None:
     """A real Prometheus scraping the daemon stores ingest_connector_up 1 for all three."""
     async with (
-        running_daemon(settings_factory(INGEST_PROBE_INTERVAL_SECONDS="0.5")) as (daemon, _),
+        running_daemon(settings_factory(INGEST_PROBE_INTERVAL_SECONDS="2.5")) as (daemon, _),
         running_prometheus(
             tmp_path, [scrape_config("ingest", [f"127.0.0.1:{daemon.port}"])]
         ) as prometheus,
@@ -67,7 +67,7 @@ async def test_daemon_exemplars_carry_probe_cycle_trace_ids(
     """Prometheus (negotiating OpenMetrics) stores probe-duration exemplars with cycle trace ids."""
     seen: set[str] = set()
     async with (
-        running_daemon(settings_factory(INGEST_PROBE_INTERVAL_SECONDS="0.5")) as (daemon, _),
+        running_daemon(settings_factory(INGEST_PROBE_INTERVAL_SECONDS="2.5")) as (daemon, _),
         running_prometheus(
             tmp_path, [scrape_config("ingest", [f"127.0.0.1:{daemon.port}"])]
         ) as prometheus,
@@ -92,7 +92,7 @@ async def test_recorded_trace_id_reaches_prometheus_as_exemplar(
     result = ProbeResult("redis", "ping", Status.OK, None, 0.0042, "", time.time())
     report = ConnectivityReport("exemplar-check", time.time(), 0.005, (result,), trace_id)
     async with (
-        running_daemon(settings_factory(INGEST_PROBE_INTERVAL_SECONDS="0.5")) as (daemon, _),
+        running_daemon(settings_factory(INGEST_PROBE_INTERVAL_SECONDS="2.5")) as (daemon, _),
         running_prometheus(
             tmp_path, [scrape_config("ingest", [f"127.0.0.1:{daemon.port}"])]
         ) as prometheus,

@@ -127,7 +127,9 @@ async def test_consumer_reads_the_services_manifest_keyed_by_deployment(
     services = InstitutionalIngestProvisioner(settings).provision()
     await services.start(supervise=False)
     try:
-        publisher = ManifestPublisher.for_services(services)
+        publisher = services.publisher
+        assert publisher is not None
+        assert publisher.topic == topic
         task = await running(publisher)
         await stop(task)
     finally:

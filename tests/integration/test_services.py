@@ -93,6 +93,7 @@ async def test_bundle_delivers_and_stop_commits_so_nothing_is_redelivered(
     await again.start()
     try:
         second = await _drain(second_bus, 4)
+        # Not a wait: a redelivery is the absence of an end; give one room to show up.
         await asyncio.sleep(1.0)  # anything redelivered would arrive now
         assert second_bus.qsize() == 0
     finally:
@@ -267,6 +268,8 @@ async def test_stop_is_bounded_while_every_dependency_is_black_holed(
     )
     services = InstitutionalIngestProvisioner(settings).provision(supervisor=TaskSupervisor())
     await services.start()
+    # Not a wait: nothing tells that every probe is blocked mid-connection, and the bound
+    # only means something once they are.
     await asyncio.sleep(0.5)  # the first cycle is now waiting on the black hole
     t0 = time.monotonic()
     await services.stop(timeout=1.0)

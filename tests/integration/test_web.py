@@ -96,7 +96,9 @@ async def test_metrics_stays_fast_while_a_probe_hangs(
 ) -> None:
     """/metrics answers in well under 0.5 s while a 3 s Redis probe timeout is in progress."""
     settings = settings_factory(
-        REDIS_URL=f"redis://127.0.0.1:{blackhole}/0", INGEST_PROBE_TIMEOUT_SECONDS="3"
+        REDIS_URL=f"redis://127.0.0.1:{blackhole}/0",
+        INGEST_PROBE_TIMEOUT_SECONDS="3",
+        INGEST_PROBE_INTERVAL_SECONDS="3.5",
     )
     async with running_daemon(settings) as (daemon, url), aiohttp.ClientSession() as session:
         latencies = []
@@ -106,6 +108,7 @@ async def test_metrics_stays_fast_while_a_probe_hangs(
                 assert response.status == 200
                 await response.read()
             latencies.append(time.perf_counter() - t0)
+            # Not a wait: scrapes are sampled every 100 ms while the probe hangs.
             await asyncio.sleep(0.1)
         assert len(latencies) >= 10
         assert max(latencies) < 0.5, latencies
@@ -215,7 +218,9 @@ async def test_probe_of_a_hung_deployment_returns_within_the_scrape_timeout(
 ) -> None:
     """A deployment whose Redis never answers still answers /probe inside the header budget."""
     config = _two_deployments(tmp_path, us_redis=blackhole)
-    settings = settings_factory(config, INGEST_PROBE_TIMEOUT_SECONDS="3")
+    settings = settings_factory(
+        config, INGEST_PROBE_TIMEOUT_SECONDS="3", INGEST_PROBE_INTERVAL_SECONDS="3.5"
+    )
     async with running_daemon(settings) as (_, url), aiohttp.ClientSession() as session:
         t0 = time.perf_counter()
         headers = {"X-Prometheus-Scrape-Timeout-Seconds": "1.5"}

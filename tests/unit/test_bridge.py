@@ -4,137 +4,26 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
-from aiokafka.errors import KafkaError
 from structlog.testing import capture_logs
 
 from exporter import bridge as bridge_module
 from exporter.bridge import FAILURE_REASONS, METRIC_SPECS, KafkaIngestBridge
 from exporter.config import DimensionSettings, KafkaSettings, TopicBinding
 from exporter.connectors.kafka import KafkaConnector
-from exporter.errors import ConfigError, ConnectorError
-from exporter.events import CallbackBus, DeliveryError, IngestEvent
+from exporter.errors import ConfigError, ConnectorError, DeliveryError
+from exporter.events import CallbackBus, IngestEvent
 from exporter.supervisor import Heartbeat
+from tests.waiting import Changes
+
+from .fakes.kafka import Cluster, FakeConsumer, Record
 
 DIMENSIONS = (DimensionSettings(name="trades"), DimensionSettings(name="quotes"))
-
-
-@dataclass
-class Record:
-    """The fields of an aiokafka ConsumerRecord the bridge reads."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    timestamp: int
-
-
-@dataclass
-class Cluster:
-    """An in-memory stand-in for a Kafka cluster shared by every consumer a test creates."""
-
-    partitions: dict[str, int]
-    logs: dict[tuple[str, int], list[Record]] = field(default_factory=dict)
-    committed: dict[tuple[str, int], int] = field(default_factory=dict)
-    down: bool = False
-    commit_hangs: bool = False
-    consumers: list[FakeConsumer] = field(default_factory=list)
-
-    def produce(
-        self, topic: str, partition: int, value: bytes | None, key: bytes | None = None
-    ) -> int:
-        """Append a record and return its offset."""
-        log = self.logs.setdefault((topic, partition), [])
-        log.append(Record(topic, partition, len(log), key, value, 1_700_000_000_000 + len(log)))
-        return len(log) - 1
-
-    def factory(self, **options: Any) -> FakeConsumer:
-        """Build a consumer the way ``AIOKafkaConsumer(**options)`` would be built."""
-        consumer = FakeConsumer(self, options)
-        self.consumers.append(consumer)
-        return consumer
-
-
-class FakeConsumer:
-    """Behave like aiokafka 0.14 as measured: a dead cluster never makes ``getmany`` raise."""
-
-    def __init__(self, cluster: Cluster, options: dict[str, Any]) -> None:
-        self.cluster, self.options = cluster, options
-        self.listener: Any = None
-        self.topics_wanted: list[str] = []
-        self.assigned: set[TopicPartition] = set()
-        self.position: dict[TopicPartition, int] = {}
-        self.commits: list[dict[TopicPartition, int]] = []
-        self.stopped = False
-        self.stop_raises_cancelled = False
-
-    async def start(self) -> None:
-        """Bootstrap: fail at once when the cluster is down (connection refused)."""
-        if self.cluster.down:
-            raise KafkaError("Unable to bootstrap from [('127.0.0.1', 9, <AddressFamily>)]")
-
-    async def topics(self) -> set[str]:
-        """Return the cluster's topics, like ``fetch_all_metadata``."""
-        if self.cluster.down:
-            raise KafkaError("Unable to get cluster metadata over all known brokers")
-        return set(self.cluster.partitions)
-
-    def subscribe(self, topics: list[str], listener: Any) -> None:
-        """Remember the subscription; the group is joined on the first poll."""
-        self.topics_wanted, self.listener = topics, listener
-
-    def assignment(self) -> frozenset[TopicPartition]:
-        """Return the assigned partitions."""
-        return frozenset(self.assigned)
-
-    def highwater(self, tp: TopicPartition) -> int:
-        """Return the partition's end offset."""
-        return len(self.cluster.logs.get((tp.topic, tp.partition), []))
-
-    async def getmany(self, *, timeout_ms: int, max_records: int) -> dict[Any, list[Record]]:
-        """Join on first use, then return records from the positions (nothing when down)."""
-        if self.listener is not None and not self.assigned and not self.cluster.down:
-            self.assigned = {
-                TopicPartition(t, p)
-                for t in self.topics_wanted
-                for p in range(self.cluster.partitions[t])
-            }
-            for tp in self.assigned:
-                self.position[tp] = self.cluster.committed.get((tp.topic, tp.partition), 0)
-            await self.listener.on_partitions_assigned(set(self.assigned))
-        batch: dict[Any, list[Record]] = {}
-        if not self.cluster.down:
-            for tp in sorted(self.assigned):
-                log = self.cluster.logs.get((tp.topic, tp.partition), [])
-                records = log[self.position[tp] : self.position[tp] + max_records]
-                if records:
-                    batch[tp] = records
-                    self.position[tp] += len(records)
-        if not batch:
-            await asyncio.sleep(0.005)
-        return batch
-
-    async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
-        """Store offsets; hang (like aiokafka's retry loop) when the cluster is unreachable."""
-        if self.cluster.down or self.cluster.commit_hangs:
-            await asyncio.Event().wait()
-        self.commits.append(dict(offsets))
-        for tp, offset in offsets.items():
-            self.cluster.committed[tp.topic, tp.partition] = offset
-
-    async def stop(self) -> None:
-        """Close; optionally reproduce aiokafka's stray CancelledError from Fetcher.close()."""
-        self.stopped = True
-        if self.stop_raises_cancelled:
-            raise asyncio.CancelledError
 
 
 class Sink:
@@ -143,21 +32,18 @@ class Sink:
     def __init__(self) -> None:
         self.events: list[IngestEvent] = []
         self.fail_on: set[tuple[int, int]] = set()
-        self.changed = asyncio.Event()
+        self.changed = Changes()
 
     async def __call__(self, event: IngestEvent) -> None:
         """Take one event."""
         if (event.partition, event.offset) in self.fail_on:
             raise RuntimeError("sink is full of secret-payload")
         self.events.append(event)
-        self.changed.set()
+        self.changed()
 
     async def wait(self, count: int, timeout: float = 2.0) -> None:
         """Wait until ``count`` events arrived."""
-        async with asyncio.timeout(timeout):
-            while len(self.events) < count:
-                self.changed.clear()
-                await self.changed.wait()
+        await self.changed.until(lambda: len(self.events) >= count, timeout)
 
 
 def make_bridge(
@@ -190,12 +76,6 @@ def make_bridge(
         connector=connector,
         **(options | kwargs),
     )
-
-
-@pytest.fixture
-def heartbeat() -> Heartbeat:
-    """Return a heartbeat on the running loop's clock."""
-    return Heartbeat(time.monotonic)
 
 
 @asynccontextmanager
@@ -262,11 +142,17 @@ async def test_consumer_options_disable_autocommit_and_use_settings() -> None:
     """The consumer joins the configured group, never auto-commits and uses auto_offset_reset."""
     cluster, sink = Cluster({"t.trades": 1}), Sink()
     bridge = make_bridge(cluster, sink)
-    heartbeat = Heartbeat(time.monotonic)
     ready: list[Heartbeat] = []
-    heartbeat = Heartbeat(time.monotonic, ready.append)
+    joined = Changes()
+
+    def on_ready(beating: Heartbeat) -> None:
+        ready.append(beating)
+        joined()
+
+    heartbeat = Heartbeat(time.monotonic, on_ready)
     async with running(bridge, heartbeat):
-        await asyncio.sleep(0.05)
+        await joined.until(lambda: ready)
+        await cluster.consumers[0].polls(5)  # room for a second "ready" to show
     options = cluster.consumers[0].options
     assert options["group_id"] == "g1"
     assert options["enable_auto_commit"] is False
@@ -284,7 +170,7 @@ async def test_periodic_mode_commits_on_interval_and_on_cancel(heartbeat: Heartb
     bridge = make_bridge(cluster, sink, commit_mode="periodic", commit_interval=60.0)
     async with running(bridge, heartbeat):
         await sink.wait(5)
-        await asyncio.sleep(0.05)
+        await cluster.consumers[0].polls(5)  # room for a premature commit to show
         assert cluster.committed == {}, "nothing committed before the interval"
     assert cluster.committed == {("t.trades", 0): 5}, "delivered offsets committed on cancel"
 
@@ -317,7 +203,7 @@ async def test_poison_messages_are_skipped_counted_and_committed(heartbeat: Hear
     with capture_logs() as logs:
         async with running(make_bridge(cluster, sink), heartbeat) as task:
             await sink.wait(2)
-            await asyncio.sleep(0.02)
+            await cluster.consumers[0].polls(2)  # the run carries on past the poison
             assert not task.done()
     assert [e.payload["seq"] for e in sink.events] == [0, 6]
     skipped = [e for e in logs if e["event"] == "bridge_message_skipped"]
@@ -411,7 +297,7 @@ async def test_next_run_skips_events_delivered_by_a_run_whose_commit_failed(
     cluster.produce("t.trades", 0, value(3))
     async with running(bridge, heartbeat):
         await sink.wait(4)
-        await asyncio.sleep(0.02)
+        await cluster.consumers[-1].polls(2)  # room for a redelivery to show
     assert [e.offset for e in sink.events] == [0, 1, 2, 3]
     assert cluster.committed["t.trades", 0] == 4
 
@@ -469,8 +355,10 @@ async def test_group_join_timeout_raises(heartbeat: Heartbeat) -> None:
     """A run that never joins its group fails after ``join_timeout``."""
 
     class NeverJoins(FakeConsumer):
-        async def getmany(self, *, timeout_ms: int, max_records: int) -> dict[Any, list[Record]]:
-            await asyncio.sleep(0.005)
+        async def getmany(
+            self, *tps: TopicPartition, timeout_ms: int = 0, max_records: int | None = None
+        ) -> dict[TopicPartition, list[Record]]:
+            await self.cluster.news(timeout_ms)
             return {}
 
     cluster, sink = Cluster({"t.trades": 1}), Sink()

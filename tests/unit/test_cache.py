@@ -14,7 +14,7 @@ from prometheus_client.core import Metric
 from redis.exceptions import ConnectionError as RedisConnectionError
 from structlog.testing import capture_logs
 
-from exporter import _cache
+from exporter import _cache_scripts as _cache
 from exporter import cache as cache_module
 from exporter.cache import METRIC_SPECS, CacheStats, RedisCache
 from exporter.config import CACHE_PRESETS, RedisCacheSettings, RedisSettings

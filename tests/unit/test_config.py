@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from exporter.config import (
     TimescaleFailoverDrillSettings,
     build_institutional_ingest_config,
     build_redactor,
+    world_readable_secret_files,
 )
 from exporter.errors import ConfigError
 
@@ -307,3 +309,226 @@ def test_one_redactor_is_passed_down_to_every_job() -> None:
     assert daemon.supervisor._redact is redactor
     assert daemon.provisioner.redactor is redactor
     assert [services.redactor for services in daemon.services] == [redactor]
+
+
+_BOMB = (
+    "a: &a {k0: v, k1: v}\n"
+    + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} {{x: *{chr(97 + i)}, y: *{chr(97 + i)}, "
+        f"z: *{chr(97 + i)}, w: *{chr(97 + i)}}}\n"
+        for i in range(20)
+    )
+    + "probes: *u\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"probes: {interval_seconds: 5}\n\xff\xfe\n", "not UTF-8"),
+        (b"x" * (256 * 1024 + 10), "larger than"),
+        (b"timescale: {pool_max_size: " + b"9" * 5000 + b"}\n", "too long"),
+        (b"probes: " + b"[" * 20000 + b"]" * 20000 + b"\n", "nested deeper"),
+        (_BOMB.encode(), "alias"),
+        (b"probes: {interval_seconds: 5, interval_seconds: 7}\n", "duplicate key"),
+        (b"a: &a [*a]\n", "alias"),
+    ],
+)
+def test_a_hostile_config_file_is_one_clear_error(
+    tmp_path: Path, content: bytes, expected: str
+) -> None:
+    """Crashes 2-3: non-UTF-8, huge, deep, alias-bomb and duplicate-key files are refused."""
+    path = tmp_path / "c.yaml"
+    path.write_bytes(content)
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError) as caught:
+        build_institutional_ingest_config(environ={}, config_file=path)
+    assert time.perf_counter() - t0 < 5
+    message = str(caught.value)
+    assert expected in message
+    assert "c.yaml" in message
+    assert "\n" not in message
+
+
+def test_dev_zero_is_refused_without_reading_it_all() -> None:
+    """Crash 2: `--config.file /dev/zero` is read up to the size limit, then refused."""
+    with pytest.raises(ConfigError, match="larger than"):
+        build_institutional_ingest_config(environ={}, config_file="/dev/zero")
+
+
+def test_a_duplicate_key_error_names_the_line_not_the_key(tmp_path: Path) -> None:
+    """A duplicated key may be a pasted URL: the error gives its line, never the key."""
+    path = tmp_path / "c.yaml"
+    path.write_text(f"timescale: {{'postgresql://u:{CANARY}@h/db': 1}}\n" * 2)
+    with pytest.raises(ConfigError, match="line 2") as caught:
+        build_institutional_ingest_config(environ={}, config_file=path)
+    assert "w0rd" not in str(caught.value)
+
+
+def test_anchors_and_merge_keys_still_work(tmp_path: Path) -> None:
+    """Plain YAML anchors and `<<` merges are fine; only their exponential use is refused."""
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "base: &base {url: 'redis://shared:6379/0'}\n"
+        "deployments:\n"
+        "  - {name: a, redis: *base}\n"
+        "  - {name: b, redis: {<<: *base, url: 'redis://other:6379/1'}}\n"
+    )
+    with pytest.raises(ConfigError, match="unknown key 'base'"):
+        build_institutional_ingest_config(environ={}, config_file=path)
+    path.write_text(path.read_text().replace("base: &base", "redis: &base"))
+    settings = build_institutional_ingest_config(environ={}, config_file=path)
+    assert settings.deployment("b").redis.url.get_secret_value() == "redis://other:6379/1"
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("timescale: {pool_max_size: true}\n", "timescale.pool_max_size"),
+        ("probes: {interval_seconds: true}\n", "probes.interval_seconds"),
+        ("redis: {cache: {max_keys: false}}\n", "redis.cache.max_keys"),
+        ("supervisor: {max_restarts: true}\n", "supervisor.max_restarts"),
+    ],
+)
+def test_a_boolean_is_not_a_number(tmp_path: Path, text: str, where: str) -> None:
+    """Crash 6: `pool_max_size: true` was read as 1; a boolean is refused where a number goes."""
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match="not a boolean") as caught:
+        build_institutional_ingest_config(environ={}, config_file=path)
+    assert where in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "overrides", "where"),
+    [
+        ("timescale: 5\n", {"TIMESCALEDB_URL": "postgresql://h/db"}, {}, "c.yaml: timescale"),
+        ("redis: [a]\n", {"REDIS_CACHE_STRATEGY": "bootstrap"}, {}, "c.yaml: redis"),
+        ("redis: {cache: 5}\n", {"REDIS_CACHE_MAX_KEYS": "9"}, {}, "c.yaml: redis.cache"),
+        ("web: 5\n", {}, {"web.listen_address": ":1"}, "c.yaml: web"),
+        ("probes: x\n", {"INGEST_PROBE_TIMEOUT_SECONDS": "2"}, {}, "c.yaml: probes"),
+        (
+            "timescale: 5\ndeployments: [{name: a, timescale: {pool_max_size: 3}}]\n",
+            {},
+            {},
+            "c.yaml: timescale",
+        ),
+    ],
+)
+def test_a_wrong_typed_file_section_is_refused_even_when_a_variable_sets_part_of_it(
+    tmp_path: Path,
+    text: str,
+    env: dict[str, str],
+    overrides: dict[str, str],
+    where: str,
+) -> None:
+    """Crash 6: a non-mapping section was silently dropped when a variable of it was set."""
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match="expected a mapping") as caught:
+        build_institutional_ingest_config(environ=env, config_file=path, overrides=overrides)
+    assert str(caught.value).endswith(f"/{where}: expected a mapping")
+
+
+@pytest.mark.parametrize(
+    ("env", "key", "expected"),
+    [
+        ({"INGEST_PROBE_INTERVAL_SECONDS": "1e-300"}, "INGEST_PROBE_INTERVAL_SECONDS", ">= 1"),
+        ({"INGEST_PROBE_INTERVAL_SECONDS": "0.5"}, "INGEST_PROBE_INTERVAL_SECONDS", ">= 1"),
+        (
+            {"INGEST_PROBE_INTERVAL_SECONDS": "5", "INGEST_PROBE_TIMEOUT_SECONDS": "5"},
+            "INGEST_PROBE_TIMEOUT_SECONDS",
+            "less than the probe interval (5 s)",
+        ),
+        ({"INGEST_PROBE_TIMEOUT_SECONDS": "30"}, "INGEST_PROBE_TIMEOUT_SECONDS", "(15 s)"),
+    ],
+)
+def test_the_probe_interval_has_sane_minimums(env: dict[str, str], key: str, expected: str) -> None:
+    """Crash 6: 1e-300 s ran 450 cycles a second; the interval is >= 1 s, the timeout below it."""
+    with pytest.raises(ConfigError) as caught:
+        build_institutional_ingest_config(environ=env)
+    message = str(caught.value).replace("greater than or equal to ", ">= ")
+    assert message.startswith(f"{key}: ")
+    assert expected in message
+
+
+def test_an_operator_probe_timeout_must_fit_the_interval(tmp_path: Path) -> None:
+    """An operator probe's own timeout is held to the same rule, naming its entry."""
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "probes:\n  interval_seconds: 10\n"
+        "  operator: [{name: x, target: 'm:f', timeout_seconds: 10}]\n"
+    )
+    with pytest.raises(ConfigError, match=r"probes\.operator\[0\]\.timeout_seconds: expected less"):
+        build_institutional_ingest_config(environ={}, config_file=path)
+
+
+@pytest.mark.parametrize(
+    ("variable", "content", "read"),
+    [
+        ("TIMESCALEDB_URL", "postgresql://u:Fi1e-pw@h/db\n", "timescale.url"),
+        ("DATABASE_URL", "postgresql://u:Fi1e-pw@h/db\r\n", "timescale.url"),
+        ("REDIS_URL", "redis://:Fi1e-pw@cache:6379/0\n", "redis.url"),
+        ("KAFKA_SASL_PASSWORD", "Fi1e-pw\n", "kafka.sasl_password"),
+        ("KAFKA_SASL_USERNAME", "svc-user\n", "kafka.sasl_username"),
+    ],
+)
+def test_every_secret_variable_has_a_file_variant(
+    tmp_path: Path, variable: str, content: str, read: str
+) -> None:
+    """Crash 7: X_FILE names a file holding X's value (trailing newline stripped)."""
+    secret = tmp_path / "secret"
+    secret.write_text(content)
+    secret.chmod(0o600)
+    settings = build_institutional_ingest_config(environ={f"{variable}_FILE": str(secret)})
+    section, field = read.split(".")
+    value = getattr(getattr(settings.deployment(), section), field)
+    plain = value if isinstance(value, str) else value.get_secret_value()
+    assert plain == content.rstrip("\r\n")
+    assert plain in build_redactor(settings, environ={}).secrets
+    assert world_readable_secret_files({f"{variable}_FILE": str(secret)}) == []
+
+
+def test_a_secret_file_readable_by_everyone_is_warned_about(tmp_path: Path) -> None:
+    """A world-readable secret file is found by its variable (the CLI warns about it)."""
+    secret = tmp_path / "secret"
+    secret.write_text("Fi1e-pw\n")
+    secret.chmod(0o644)
+    env = {"KAFKA_SASL_PASSWORD_FILE": str(secret)}
+    assert world_readable_secret_files(env) == ["KAFKA_SASL_PASSWORD_FILE"]
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"REDIS_URL": "redis://h/0", "REDIS_URL_FILE": "{secret}"}, "only one of"),
+        ({"REDIS_URL_FILE": "{missing}"}, "cannot read the file"),
+        ({"REDIS_URL_FILE": "{empty}"}, "the file is empty"),
+        ({"REDIS_URL_FILE": "{binary}"}, "not UTF-8"),
+        ({"TIMESCALEDB_URL_FILE": "{secret}"}, "expected a PostgreSQL URL"),
+    ],
+)
+def test_a_bad_secret_file_is_one_error_naming_the_file_variable(
+    tmp_path: Path, env: dict[str, str], expected: str
+) -> None:
+    """Both set, unreadable, empty or non-UTF-8 files, or a bad value, name X_FILE only."""
+    files: dict[str, str | bytes] = {
+        "secret": "redis://:Fi1e-pw@h:6379/0\n",
+        "empty": "\n",
+        "binary": b"\xff\xfe",
+    }
+    paths = {"missing": str(tmp_path / "missing")}
+    for name, content in files.items():
+        path = tmp_path / name
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content)
+        paths[name] = str(path)
+    resolved = {name: value.format(**paths) for name, value in env.items()}
+    with pytest.raises(ConfigError) as caught:
+        build_institutional_ingest_config(environ=resolved)
+    message = str(caught.value)
+    assert message.split(":")[0].endswith("_FILE")
+    assert expected in message
+    assert "Fi1e-pw" not in message

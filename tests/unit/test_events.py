@@ -6,10 +6,10 @@ import dataclasses
 import pytest
 
 from exporter import events as events_module
+from exporter.errors import DeliveryError
 from exporter.events import (
     AsyncQueueBus,
     CallbackBus,
-    DeliveryError,
     EventBus,
     IngestEvent,
     decode_payload,
@@ -45,6 +45,7 @@ async def test_queue_bus_keeps_order_and_pushes_back_when_full() -> None:
     await bus.publish(event(0))
     await bus.publish(event(1))
     blocked = asyncio.get_running_loop().create_task(bus.publish(event(2)))
+    # Not a wait: nothing signals "still blocked"; give a wrong publish room to complete.
     await asyncio.sleep(0.01)
     assert not blocked.done(), "a full queue must make the publisher wait"
     assert bus.qsize() == bus.maxsize == 2

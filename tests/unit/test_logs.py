@@ -5,7 +5,6 @@ import io
 import json
 import logging
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -42,15 +41,8 @@ class _Stream(io.StringIO):
         return self._tty
 
 
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """Put structlog and the root logger back as they were after each test."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    structlog.reset_defaults()
+# Every test here configures logging for the whole process; each puts it back afterwards.
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 def _lines(stream: io.StringIO) -> list[dict[str, Any]]:

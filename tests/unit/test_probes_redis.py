@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any, Self, cast
+from typing import Any, Self
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from redis.exceptions import AuthenticationError, NoPermissionError
 
-from exporter.config import RedisCacheSettings, RedisSettings
-from exporter.connectors.redis import RedisConnector
+from exporter.config import RedisCacheSettings
 from exporter.probes.base import Check, ConnectivityReport, Reason, Status
 from exporter.probes.redis import (
     METRIC_SPECS,
@@ -25,6 +24,8 @@ from exporter.probes.redis import (
 from exporter.probes.runner import ProbeRunner
 from exporter.state import ExporterState
 from exporter.telemetry.metrics import IngestCollector
+
+from .fakes.connectors import FakeRedisConnector
 
 
 def _values(check: Check) -> dict[str, float]:
@@ -169,14 +170,6 @@ class FakeClient:
         return self.pipe
 
 
-class FakeConnector:
-    """A RedisConnector stand-in holding a fake client."""
-
-    def __init__(self, client: FakeClient, cache: RedisCacheSettings) -> None:
-        self.client = client
-        self.settings = RedisSettings(cache=cache)
-
-
 REPLIES: dict[str, Any] = {
     "info replication": {"role": "master", "connected_slaves": 0},
     "info memory": {"used_memory": 100, "maxmemory": 0},
@@ -186,8 +179,7 @@ REPLIES: dict[str, Any] = {
 
 
 def _probe(replies: dict[str, Any], cache: RedisCacheSettings, **kwargs: Any) -> RedisProbe:
-    connector = FakeConnector(FakeClient(replies, **kwargs), cache)
-    return RedisProbe(cast(RedisConnector, connector))
+    return RedisProbe(FakeRedisConnector(FakeClient(replies, **kwargs), cache))
 
 
 def _by_name(checks: Sequence[Check]) -> dict[str, Check]:
@@ -206,8 +198,8 @@ async def test_probe_reports_every_check_from_one_pipeline() -> None:
 
 async def test_disabled_cache_is_not_counted() -> None:
     """With the disabled cache policy no ZCARD is sent and no cache_keys check appears."""
-    connector = FakeConnector(FakeClient(REPLIES), RedisCacheSettings(strategy="disabled"))
-    checks = await RedisProbe(cast(RedisConnector, connector))()
+    connector = FakeRedisConnector(FakeClient(REPLIES), RedisCacheSettings(strategy="disabled"))
+    checks = await RedisProbe(connector)()
     assert "cache_keys" not in _by_name(checks)
     assert not any(c.startswith("zcard") for c in connector.client.pipe.sent)
 

@@ -3,21 +3,20 @@ from __future__ import annotations
 import asyncio
 import errno
 import math
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import asyncpg
 import pytest
 
-from exporter.config import DimensionSettings, TimescaleSettings
-from exporter.connectors.timescale import TimescaleConnector
-from exporter.errors import ProbeError
+from exporter.config import DimensionSettings
+from exporter.errors import ConnectionLost, ProbeError
 from exporter.probes import _timescale_sql as sql
 from exporter.probes import timescale as module
 from exporter.probes.base import Check, Reason, Status
 from exporter.probes.timescale import METRIC_SPECS, TimescaleProbe
+
+from .fakes.connectors import FakeTimescaleConnector
 
 Rows = list[dict[str, Any]]
 
@@ -116,6 +115,7 @@ class FakeServer:
         self.timeouts.append(timeout)
         key = self._key(query)
         if key in self.delays:
+            # Not a wait: a statement this slow is the server behaviour under test.
             await asyncio.sleep(self.delays[key])
         if key in self.errors:
             raise self.errors[key]
@@ -131,31 +131,17 @@ class FakeServer:
         return self.closed
 
 
-class FakeConnector:
-    """Lend the fake server as the pool's only connection and count acquisitions."""
-
-    def __init__(self, server: FakeServer, statement_timeout: float = 5.0) -> None:
-        self.server = server
-        self.connect_timeout = 5.0
-        self.settings = TimescaleSettings(statement_timeout_seconds=statement_timeout)
-        self.acquired = 0
-
-    @asynccontextmanager
-    async def acquire(self) -> AsyncIterator[FakeServer]:
-        """Lend the connection."""
-        self.acquired += 1
-        yield self.server
-
-
 def _probe(
     server: FakeServer,
     *dimensions: DimensionSettings,
     history: sql.WalHistory | None = None,
     **kwargs: Any,
-) -> tuple[TimescaleProbe, FakeConnector]:
-    connector = FakeConnector(server, kwargs.pop("statement_timeout", 5.0))
+) -> tuple[TimescaleProbe, FakeTimescaleConnector]:
+    connector = FakeTimescaleConnector(
+        server, statement_timeout=kwargs.pop("statement_timeout", 5.0)
+    )
     probe = TimescaleProbe(
-        cast(TimescaleConnector, connector),
+        connector,
         dimensions=dimensions,
         history=history if history is not None else sql.WalHistory(),
         **kwargs,
@@ -441,7 +427,7 @@ async def test_lost_connection_fails_the_whole_probe() -> None:
     server = FakeServer(errors={"replicas": ConnectionResetError(errno.ECONNRESET, "reset")})
     server.closed = True
     probe, _ = _probe(server)
-    with pytest.raises(sql.ConnectionLost) as caught:
+    with pytest.raises(ConnectionLost) as caught:
         await probe()
     assert caught.value.reason == "refused"
 
@@ -460,7 +446,7 @@ async def test_connection_lost_after_a_timeout_reports_the_timeout() -> None:
             return await super().fetch(query, *args, timeout=timeout)
 
     probe, _ = _probe(DroppingServer(meta=[_meta()]), DIM)
-    with pytest.raises(sql.ConnectionLost) as caught:
+    with pytest.raises(ConnectionLost) as caught:
         await probe()
     assert caught.value.reason == "timeout"
 
@@ -571,7 +557,7 @@ def test_wal_history_ages_and_prunes() -> None:
 
 def test_history_is_kept_per_connector() -> None:
     """The same connector always gets the same history; another gets its own."""
-    first, second = FakeConnector(FakeServer()), FakeConnector(FakeServer())
+    first, second = FakeTimescaleConnector(FakeServer()), FakeTimescaleConnector(FakeServer())
     assert sql.history_for(first) is sql.history_for(first)
     assert sql.history_for(first) is not sql.history_for(second)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import SimpleNamespace
 from typing import Any
 
@@ -12,63 +12,18 @@ import pytest
 from structlog.testing import capture_logs
 
 from exporter import __version__
-from exporter.config import KafkaSettings, build_institutional_ingest_config
-from exporter.connectors.kafka import KafkaConnector
-from exporter.errors import ConnectorError
+from exporter.config import build_institutional_ingest_config
+from exporter.errors import ConnectorError, ManifestRedactionError
 from exporter.provisioner import InstitutionalIngestProvisioner
-from exporter.publisher import METRIC_SPECS, ManifestPublisher, ManifestRedactionError, Producer
+from exporter.publisher import METRIC_SPECS, ManifestPublisher, Producer
 from exporter.redaction import MASK, Redactor
 from exporter.supervisor import Heartbeat, RestartPolicy, TaskState, TaskSupervisor
+from tests.waiting import Changes
+
+from .fakes.kafka import FakeAdmin, FakeKafkaConnector, topic_metadata
 
 SECRET = "s3cret-canary-9f2"
-
-
-class FakeAdmin:
-    """Answer the admin calls the publisher makes, from fixed data."""
-
-    def __init__(self, *, exists: bool, brokers: int = 1, create_code: int = 0) -> None:
-        self.exists = exists
-        self.brokers = brokers
-        self.create_code = create_code
-        self.policy = "compact"
-        self.created: list[Any] = []
-
-    async def describe_topics(self, topics: list[str]) -> list[dict[str, Any]]:
-        """Say whether the topic exists (error code 3: unknown topic)."""
-        return [{"topic": topics[0], "error_code": 0 if self.exists else 3}]
-
-    async def describe_cluster(self) -> dict[str, Any]:
-        """Return ``brokers`` brokers."""
-        return {"brokers": [{"node_id": n} for n in range(self.brokers)]}
-
-    async def create_topics(self, topics: list[Any], timeout_ms: int) -> Any:
-        """Record the request and answer with ``create_code``."""
-        self.created.extend(topics)
-        self.exists = self.create_code == 0
-        return SimpleNamespace(topic_errors=[(topics[0].name, self.create_code, None)])
-
-    async def describe_configs(self, resources: list[Any]) -> list[Any]:
-        """Return the topic's cleanup policy in the broker's response shape."""
-        entry = {"config_names": "cleanup.policy", "config_value": self.policy}
-        body = {"resources": [{"config_entries": [entry]}]}
-        return [SimpleNamespace(to_object=lambda: body)]
-
-
-class FakeKafka(KafkaConnector):
-    """A connector whose admin client is a :class:`FakeAdmin`."""
-
-    def __init__(self, admin: FakeAdmin) -> None:
-        super().__init__(KafkaSettings(), timeout=0.5)
-        self.fake_admin = admin
-        self.resets = 0
-
-    async def admin(self) -> Any:
-        """Return the fake admin client."""
-        return self.fake_admin
-
-    async def reset(self) -> None:
-        """Count resets."""
-        self.resets += 1
+TOPIC = "manifest.test"
 
 
 class FakeProducer:
@@ -78,6 +33,8 @@ class FakeProducer:
         self.fail = fail
         self.hang = hang
         self.sent: list[dict[str, Any]] = []
+        #: Called after each message sent.
+        self.changes = Changes()
         self.started = self.stopped = False
         self.options: dict[str, Any] = {}
 
@@ -103,6 +60,7 @@ class FakeProducer:
         if self.fail is not None:
             raise self.fail
         self.sent.append({"topic": topic, "value": value, "key": key, "headers": headers})
+        self.changes()
         return SimpleNamespace(partition=0, offset=len(self.sent) - 1)
 
     def documents(self) -> list[dict[str, Any]]:
@@ -126,9 +84,9 @@ def make(
     options.setdefault("interval", 300.0)
     options.setdefault("check_interval", 0.02)
     return ManifestPublisher(
-        FakeKafka(admin or FakeAdmin(exists=True)),
+        FakeKafkaConnector(admin or FakeAdmin(topics=[topic_metadata(TOPIC)])),
         deployment="eu-1",
-        topic="manifest.test",
+        topic=TOPIC,
         snapshot=snapshot,
         producer_factory=factory,
         **options,
@@ -143,17 +101,11 @@ def heartbeat() -> Heartbeat:
 async def run_for(publisher: ManifestPublisher, seconds: float) -> None:
     """Run the publisher for ``seconds``, then cancel it and wait for its cleanup."""
     task = asyncio.create_task(publisher.run(heartbeat()))
+    # Not a wait: callers count what the publisher does within a span of time.
     await asyncio.sleep(seconds)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float = 2.0) -> None:
-    """Poll ``predicate`` every 5 ms until it holds; fail after ``timeout`` seconds."""
-    async with asyncio.timeout(timeout):
-        while not predicate():  # noqa: ASYNC110 - the fakes offer no event to wait on
-            await asyncio.sleep(0.005)
 
 
 def snap(version: int = 1) -> dict[str, Any]:
@@ -199,13 +151,21 @@ async def test_a_changed_snapshot_is_published_promptly_and_only_once() -> None:
     """A content change is sent at the next check, and an unchanged snapshot is not resent."""
     producer = FakeProducer()
     current = {"version": 1}
-    publisher = make(producer, lambda: snap(current["version"]))
+    checks = Changes()
+
+    def snapshot() -> dict[str, Any]:
+        checks()
+        return snap(current["version"])
+
+    publisher = make(producer, snapshot)
     task = asyncio.create_task(publisher.run(heartbeat()))
-    await wait_until(lambda: len(producer.sent) == 1)
+    await producer.changes.until(lambda: len(producer.sent) == 1)
     with capture_logs() as logs:
         current["version"] = 2
-        await wait_until(lambda: len(producer.sent) == 2, timeout=0.5)
-        await asyncio.sleep(0.15)  # several more checks with the same content
+        await producer.changes.until(lambda: len(producer.sent) == 2, timeout=0.5)
+        published_at = checks.count
+        # Several more checks with the same content.
+        await checks.until(lambda: checks.count >= published_at + 7)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -350,12 +310,12 @@ async def test_a_stuck_producer_close_is_bounded() -> None:
     producer = FakeProducer()
 
     async def stuck() -> None:
-        await asyncio.sleep(30)
+        await asyncio.Event().wait()
 
     producer.stop = stuck  # type: ignore[method-assign]  # a close that never finishes
     publisher = make(producer, snap, deadline=0.2)
     task = asyncio.create_task(publisher.run(heartbeat()))
-    await wait_until(lambda: len(producer.sent) == 1)
+    await producer.changes.until(lambda: len(producer.sent) == 1)
     loop = asyncio.get_running_loop()
     started = loop.time()
     with capture_logs() as logs:
@@ -370,7 +330,7 @@ async def test_a_stuck_producer_close_is_bounded() -> None:
 @pytest.mark.parametrize(("brokers", "replication"), [(1, 1), (2, 2), (5, 3)])
 async def test_a_missing_topic_is_created_compacted(brokers: int, replication: int) -> None:
     """A missing topic is created with one partition, compaction and RF = min(3, brokers)."""
-    admin = FakeAdmin(exists=False, brokers=brokers)
+    admin = FakeAdmin(brokers=brokers)
     with capture_logs() as logs:
         await run_for(make(FakeProducer(), snap, admin=admin), 0.05)
     (topic,) = admin.created
@@ -382,7 +342,7 @@ async def test_a_missing_topic_is_created_compacted(brokers: int, replication: i
 
 async def test_a_topic_that_may_not_be_created_is_logged_and_raised() -> None:
     """Without permission to create the topic, run logs manifest_topic_missing and raises."""
-    admin = FakeAdmin(exists=False, create_code=29)  # TOPIC_AUTHORIZATION_FAILED
+    admin = FakeAdmin(create_code=29)  # TOPIC_AUTHORIZATION_FAILED
     producer = FakeProducer()
     publisher = make(producer, snap, admin=admin)
     with capture_logs() as logs, pytest.raises(ConnectorError) as caught:
@@ -399,19 +359,21 @@ async def test_a_failed_topic_check_drops_the_admin_client_within_the_deadline()
     """A broker error while checking the topic resets the admin client, bounded by the deadline."""
 
     class BrokenAdmin(FakeAdmin):
-        async def describe_topics(self, topics: list[str]) -> list[dict[str, Any]]:
+        async def describe_topics(
+            self, topics: Sequence[str] | None = None
+        ) -> list[dict[str, Any]]:
             raise ConnectionRefusedError("broker gone")
 
-    class StuckResetKafka(FakeKafka):
+    class StuckResetKafka(FakeKafkaConnector):
         async def reset(self) -> None:
             self.resets += 1
             await asyncio.Event().wait()  # the connector's lock is held by a stuck bootstrap
 
-    kafka = StuckResetKafka(BrokenAdmin(exists=True))
+    kafka = StuckResetKafka(BrokenAdmin(topics=[topic_metadata(TOPIC)]))
     publisher = ManifestPublisher(
         kafka,
         deployment="eu-1",
-        topic="manifest.test",
+        topic=TOPIC,
         interval=300.0,
         snapshot=snap,
         deadline=0.05,
@@ -428,8 +390,7 @@ async def test_a_failed_topic_check_drops_the_admin_client_within_the_deadline()
 
 async def test_an_existing_topic_without_compaction_is_warned_about() -> None:
     """An existing topic with cleanup.policy=delete is used, with a warning."""
-    admin = FakeAdmin(exists=True)
-    admin.policy = "delete"
+    admin = FakeAdmin(topics=[topic_metadata(TOPIC)], policy="delete")
     producer = FakeProducer()
     with capture_logs() as logs:
         await run_for(make(producer, snap, admin=admin), 0.05)
@@ -454,11 +415,12 @@ async def test_a_broken_snapshot_raises_its_own_error() -> None:
 async def test_supervisor_restarts_a_failed_run_until_it_publishes() -> None:
     """Under TaskSupervisor a broker failure restarts the run, which then publishes."""
     producer = FakeProducer(fail=ConnectionError("refused"))
-    publisher = make(producer, snap)
+    changes = Changes()
+    publisher = make(producer, snap, on_change=changes)
     supervisor = TaskSupervisor()
     policy = RestartPolicy(backoff_initial=0.01, backoff_max=0.02)
     supervisor.create(publisher.run, name="manifest:eu-1", restart=policy)
-    await wait_until(lambda: publisher.failures >= 2)
+    await changes.until(lambda: publisher.failures >= 2)
     producer.fail = None
     assert await supervisor.wait_ready("manifest:eu-1", timeout=2.0)
     assert len(producer.sent) == 1
@@ -469,8 +431,8 @@ async def test_supervisor_restarts_a_failed_run_until_it_publishes() -> None:
     assert await supervisor.cancel_all(timeout=1.0)
 
 
-async def test_for_services_wires_settings_snapshot_and_redactor() -> None:
-    """for_services takes topic, interval, name, snapshot and redactor from the bundle."""
+async def test_the_bundle_wires_its_publisher_from_settings_snapshot_and_redactor() -> None:
+    """The bundle's publisher takes topic, interval, name, snapshot and redactor from it."""
     settings = build_institutional_ingest_config(
         environ={
             "INGEST_DEPLOYMENT": "ap-2",
@@ -483,9 +445,11 @@ async def test_for_services_wires_settings_snapshot_and_redactor() -> None:
     )
     services = InstitutionalIngestProvisioner(settings).provision()
     try:
-        publisher = ManifestPublisher.for_services(services, check_interval=1.0)
+        publisher = services.publisher
+        assert publisher is not None
         assert (publisher.deployment, publisher.topic) == ("ap-2", "ops.manifest")
-        assert (publisher.interval, publisher.check_interval) == (60.0, 1.0)
+        # The change check runs every min(5, interval) seconds.
+        assert (publisher.interval, publisher.check_interval) == (60.0, 5.0)
         assert publisher.kafka is services.kafka
         body = publisher.render(publisher._snapshot())
     finally:

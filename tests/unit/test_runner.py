@@ -24,6 +24,7 @@ async def test_async_probes_run_concurrently() -> None:
     """Three probes that each sleep 0.3 s finish together in well under 0.9 s."""
 
     async def slow() -> None:
+        # Not a wait: three 0.3 s probes finishing together is what proves concurrency.
         await asyncio.sleep(0.3)
 
     runner = ProbeRunner(default_timeout=2)
@@ -60,6 +61,7 @@ async def test_sync_probe_is_bounded_and_does_not_block_the_loop() -> None:
     async def ticker() -> None:
         nonlocal ticks
         while True:
+            # Not a wait: a tick every 10 ms measures whether the loop stayed free.
             await asyncio.sleep(0.01)
             ticks += 1
 

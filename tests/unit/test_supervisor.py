@@ -11,6 +11,7 @@ from structlog.testing import capture_logs
 from exporter import supervisor as supervisor_module
 from exporter.errors import SupervisorError
 from exporter.supervisor import Heartbeat, RestartPolicy, TaskInfo, TaskState, TaskSupervisor
+from tests.waiting import Changes
 
 #: A frozen wall clock, so ``next_restart_at - WALL`` is exactly the chosen backoff.
 WALL = 1_000.0
@@ -23,26 +24,19 @@ def fast(**overrides: Any) -> RestartPolicy:
     return RestartPolicy(**(settings | overrides))
 
 
-class Watcher:
-    """Record every ``on_change`` call and let a test await a condition without polling."""
+class Watcher(Changes):
+    """Record a snapshot of the supervisor at every ``on_change`` call; await conditions."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.supervisor: TaskSupervisor | None = None
         self.rows: list[list[TaskInfo]] = []
-        self._event = asyncio.Event()
 
     def __call__(self) -> None:
         """Snapshot the supervisor and wake waiters."""
         if self.supervisor is not None:
             self.rows.append(self.supervisor.describe())
-        self._event.set()
-
-    async def until(self, predicate: Callable[[], bool], timeout: float = 2.0) -> None:
-        """Wait until ``predicate`` holds after some change."""
-        async with asyncio.timeout(timeout):
-            while not predicate():
-                self._event.clear()
-                await self._event.wait()
+        super().__call__()
 
     def seen(self, name: str, state: TaskState) -> list[TaskInfo]:
         """Return the distinct snapshots of ``name`` in ``state``, oldest first."""
@@ -210,6 +204,7 @@ async def test_healthy_run_resets_the_failure_streak(make: Make) -> None:
     lifetimes = iter([0.0, 0.0, 0.08, 0.0, 0.0])
 
     async def flaky(heartbeat: Heartbeat) -> None:
+        # Not a wait: how long a run lasted is what reset_after judges.
         await asyncio.sleep(next(lifetimes))
         raise RuntimeError("flaky")
 
@@ -231,6 +226,7 @@ async def test_hung_task_is_cancelled_and_restarted(make: Make) -> None:
     """A run that stops beating is cancelled as TaskHung and restarted; a beating run is kept."""
     supervisor, _ = make()
     runs: list[str] = []
+    beats = Changes()
 
     async def hangs_twice(heartbeat: Heartbeat) -> None:
         if len(runs) < 4:
@@ -243,13 +239,16 @@ async def test_hung_task_is_cancelled_and_restarted(make: Make) -> None:
         runs.append("healthy")
         heartbeat.ready()
         while True:
+            # Not a wait: a steady beat every 10 ms is the behaviour the watchdog judges.
             await asyncio.sleep(0.01)
             heartbeat.beat()
+            beats()
 
     with capture_logs() as logs:
         supervisor.create(hangs_twice, name="hangs", restart=fast(), hang_timeout=0.05)
         assert await supervisor.wait_ready("hangs", timeout=2.0)
-        await asyncio.sleep(0.2)  # four hang timeouts of steady beating
+        # Four hang timeouts of steady beating: 20 beats at least 10 ms apart.
+        await beats.until(lambda: beats.count >= 20)
 
     info = info_of(supervisor, "hangs")
     assert runs == ["stuck", "cancelled", "stuck", "cancelled", "healthy"]
@@ -285,15 +284,21 @@ async def test_repeated_hangs_grow_the_streak_even_past_reset_after(make: Make) 
 
 
 def _waits_then_cleans_up(
-    cleanup_seconds: float, cleaned_up: list[bool]
+    cleanup_seconds: float, cleaned_up: list[bool], cleaning: asyncio.Event | None = None
 ) -> Callable[[Heartbeat], Awaitable[None]]:
-    """Return a task that waits forever, then takes ``cleanup_seconds`` to clean up."""
+    """Return a task that waits forever, then takes ``cleanup_seconds`` to clean up.
+
+    ``cleaning`` is set when the cleanup starts.
+    """
 
     async def run(heartbeat: Heartbeat) -> None:
         heartbeat.ready()
         try:
             await asyncio.Event().wait()
         finally:
+            if cleaning is not None:
+                cleaning.set()
+            # Not a wait: a cleanup that takes this long is the behaviour under test.
             await asyncio.sleep(cleanup_seconds)
             cleaned_up.append(True)
 
@@ -339,6 +344,7 @@ async def test_track_records_a_failed_adopted_task(make: Make) -> None:
     """An adopted task's exception is recorded and logged instead of being lost."""
     supervisor, watcher = make()
 
+    # Each yields to the loop once (sleep(0) is no timing): they end after being tracked.
     async def doomed() -> None:
         await asyncio.sleep(0)
         raise ValueError("adopted boom")
@@ -395,6 +401,7 @@ async def test_cancel_all_reports_a_task_that_outlives_the_timeout(make: Make) -
         try:
             await asyncio.Event().wait()
         except asyncio.CancelledError:
+            # Not a wait: a cleanup slower than cancel_all's timeout is the point.
             await asyncio.sleep(0.1)  # slow cleanup that swallows the cancellation
             cleaned_up.append(True)
 
@@ -412,7 +419,7 @@ async def test_create_and_track_after_cancel_all_raise(make: Make) -> None:
     assert await supervisor.cancel_all() is True
     with pytest.raises(SupervisorError, match="shut down"):
         supervisor.create(crash, name="late")
-    task = asyncio.create_task(asyncio.sleep(0))
+    task = asyncio.create_task(asyncio.sleep(0))  # any task; this one ends at its first step
     with pytest.raises(SupervisorError, match="shut down"):
         supervisor.track(task, name="late")
     await task
@@ -466,6 +473,7 @@ async def test_wait_ready(make: Make) -> None:
     """wait_ready is True once ready, False on timeout or when the task ended, and rejects typos."""
     supervisor, _ = make()
 
+    # Not a wait: still starting when wait_ready begins, then ready by itself.
     async def slow_start(heartbeat: Heartbeat) -> None:
         await asyncio.sleep(0.01)
         heartbeat.ready()
@@ -475,6 +483,7 @@ async def test_wait_ready(make: Make) -> None:
         await asyncio.Event().wait()
 
     async def quits(heartbeat: Heartbeat) -> None:
+        # Not a wait: still running when wait_ready begins, then ends by itself.
         await asyncio.sleep(0.01)
 
     supervisor.create(slow_start, name="slow")
@@ -540,12 +549,13 @@ async def test_cancelling_the_caller_of_cancel_all_does_not_stop_the_shutdown(ma
     """The caller of cancel_all sees its own cancellation while the shutdown carries on."""
     supervisor, _ = make()
     cleaned_up: list[bool] = []
-    slow_cleanup = _waits_then_cleans_up(0.05, cleaned_up)
+    cleaning = asyncio.Event()
+    slow_cleanup = _waits_then_cleans_up(0.05, cleaned_up, cleaning)
 
     supervisor.create(slow_cleanup, name="slow")
     assert await supervisor.wait_ready("slow", timeout=1.0)
     caller = asyncio.create_task(supervisor.cancel_all(timeout=1.0))
-    await asyncio.sleep(0.01)
+    await cleaning.wait()  # cancel_all is under way: it waits for this cleanup
     caller.cancel()
     with pytest.raises(asyncio.CancelledError):
         await caller

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 import time
@@ -500,6 +501,7 @@ async def test_shutdown_is_bounded_even_when_the_exporter_hangs() -> None:
     assert await shutdown_tracing(None, timeout=0.1) is True
     healthy = TracerProvider(shutdown_on_exit=False)
     assert await shutdown_tracing(healthy, timeout=2.0) is True
+    # A yield, not a wait: the released shutdown's callback may still be queued for this loop.
     await asyncio.sleep(0)
 
 
@@ -643,3 +645,28 @@ def test_the_secrets_of_the_otlp_variables_are_known_to_the_redactor(
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"https://otel:{CANARY}@collector:4318")
     secrets = build_redactor(_settings()).secrets
     assert {"Basic%20Zm9vOmJhcg==", "Basic Zm9vOmJhcg==", CANARY} <= secrets
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("OTEL_EXPORTER_OTLP_HEADERS", f"authorization: Bearer {CANARY}"),
+        ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", f'x-tenant=eu,x-token="{CANARY}"'),
+        ("OTEL_RESOURCE_ATTRIBUTES", f"team=ingest,{CANARY}"),
+    ],
+)
+def test_a_malformed_otel_variable_is_never_logged_verbatim(
+    variable: str, value: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Leak 5: the SDK logged a malformed header verbatim; we log a redacted line instead."""
+    env = {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:9/v1/traces", variable: value}
+    with caplog.at_level(logging.DEBUG), capture_logs() as logs:
+        made = _configure(monkeypatch, env)
+    assert made is not None
+    assert not [r for r in caplog.records if CANARY in r.getMessage()]
+    warnings = [e for e in logs if e["log_level"] == "warning"]
+    assert [(e["event"], e["variable"]) for e in warnings] == [
+        ("tracing_variable_malformed", variable)
+    ]
+    assert CANARY not in repr(logs)
+    made.shutdown()

@@ -55,6 +55,7 @@ class FakeTarget:
     async def connectivity_report(self) -> ConnectivityReport:
         """Count the call and answer after the delay."""
         self.calls += 1
+        # Not a wait: a dependency this slow is what the handler must cope with.
         await asyncio.sleep(self.delay)
         return self.report
 

@@ -1,10 +1,11 @@
-"""Library exceptions of asyncpg, redis-py and aiokafka map to the bounded reason set."""
+"""The failure taxonomy: library exceptions map to the bounded reason set; errors carry one."""
 
 from __future__ import annotations
 
 import errno
 import socket
 import ssl
+from collections.abc import Callable
 
 import asyncpg
 import pytest
@@ -12,8 +13,7 @@ import redis.exceptions as redis_errors
 from aiokafka import errors as kafka_errors
 
 from exporter.errors import ConnectorError, ProbeError
-from exporter.probes.base import Reason
-from exporter.probes.classify import classify
+from exporter.reasons import Reason, classify
 
 
 def _caused(outer: BaseException, cause: BaseException) -> BaseException:
@@ -65,12 +65,43 @@ def _caused(outer: BaseException, cause: BaseException) -> BaseException:
         # The cause is only logged by aiokafka: the Kafka probe diagnoses it (see kafka.py).
         (kafka_errors.KafkaConnectionError("Unable to bootstrap from [...]"), Reason.ERROR),
         (ConnectionError("broker went away"), Reason.ERROR),
-        (ProbeError("stale", "behind"), Reason.STALE),
-        (ProbeError("not-a-reason"), Reason.ERROR),
-        (ConnectorError("kafka", "tls", "reset in handshake"), Reason.TLS),
+        (ProbeError(Reason.STALE, "behind"), Reason.STALE),
+        (ConnectorError("kafka", Reason.TLS, "reset in handshake"), Reason.TLS),
+        # The carried reason wins over a cause that would classify differently.
+        (_caused(ProbeError(Reason.AUTH), TimeoutError()), Reason.AUTH),
     ],
     ids=lambda value: type(value).__name__ if isinstance(value, BaseException) else str(value),
 )
 def test_library_errors_map_to_bounded_reasons(exc: BaseException, reason: Reason) -> None:
     """Each common client error gets the reason an operator would give it."""
     assert classify(exc) is reason
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: ProbeError("stale", "behind"),  # type: ignore[arg-type]
+        lambda: ProbeError("not-a-reason"),  # type: ignore[arg-type]
+        lambda: ConnectorError("kafka", "tls", "reset in handshake"),  # type: ignore[arg-type]
+    ],
+    ids=["probe-valid-text", "probe-typo", "connector-valid-text"],
+)
+def test_errors_refuse_a_reason_given_as_text(build: Callable[[], Exception]) -> None:
+    """An error built with a bare string (a typo included) fails at once, not as ``error``."""
+    with pytest.raises(TypeError, match="Reason member"):
+        build()
+
+
+def test_errors_keep_the_reason_member_and_say_it_in_the_message() -> None:
+    """The reason is stored as the enum member and its value is what the message shows."""
+    error = ConnectorError("kafka", Reason.TIMEOUT, "consumer group join")
+    assert error.reason is Reason.TIMEOUT
+    assert str(error) == "kafka: timeout (consumer group join)"
+    assert str(ProbeError(Reason.MISSING)) == "missing"
+
+
+def test_a_library_reason_attribute_is_not_taken_for_a_reason() -> None:
+    """A library error whose free-text ``reason`` looks like one is classified on its own."""
+    error = ssl.SSLError(1, "bad handshake")
+    error.reason = "timeout"
+    assert classify(error) is Reason.TLS

@@ -1,31 +1,25 @@
-"""Internals of :mod:`exporter.cache`: the server-side Lua scripts and small pure helpers.
+"""How the cache stores values in Redis: the Lua scripts that enforce its policy, the codec.
 
 The scripts need Redis >= 5 (``ZPOPMIN``; ``TIME`` before writes relies on effects
-replication, the default since 5 and the only mode since 7).
+replication, the default since 5 and the only mode since 7). Values are strict JSON on
+both sides: :func:`encode` never writes NaN or an infinity, :func:`decode` refuses them,
+and the scripts check what they return with Redis's ``cjson``.
 """
 
 from __future__ import annotations
 
 import json
-import time
-from dataclasses import asdict, dataclass
 from typing import Any
-
-import structlog
 
 __all__ = [
     "GET_SCRIPT",
     "REPAIR_SCRIPT",
     "SET_SCRIPT",
     "STATS_SCRIPT",
-    "CacheStats",
-    "OutageLog",
     "decode",
     "encode",
     "glob_escape",
 ]
-
-_log = structlog.get_logger("exporter.cache")
 
 _COMMON = """
 local function now()
@@ -116,25 +110,6 @@ return {fresh + alive, redis.call('HGETALL', KEYS[2])}
 )
 
 
-@dataclass(frozen=True, slots=True)
-class CacheStats:
-    """Counters and size of one cache namespace, as last read from Redis."""
-
-    hits: int
-    misses: int
-    sets: int
-    evictions: int
-    corrupt: int
-    keys: int
-    max_keys: int
-    ttl_seconds: int
-    strategy: str
-
-    def as_dict(self) -> dict[str, Any]:
-        """Return a JSON-ready view."""
-        return asdict(self)
-
-
 def glob_escape(text: str) -> str:
     """Escape SCAN MATCH metacharacters so a namespace or prefix matches literally."""
     return "".join("\\" + c if c in "\\*?[]" else c for c in text)
@@ -153,44 +128,3 @@ def encode(value: Any) -> bytes:
 def decode(raw: bytes | str) -> Any:
     """Parse strict JSON (NaN/Infinity rejected, matching :func:`encode`)."""
     return json.loads(raw, parse_constant=_reject_constant)
-
-
-class OutageLog:
-    """Log the first failure of each operation in an outage, and the recovery, once each.
-
-    A dead Redis makes every cache call fail; one line per call would bury every other log.
-    """
-
-    def __init__(self, namespace: str) -> None:
-        self._namespace = namespace
-        self._logged: set[str] = set()
-        self._failures = 0
-        self._since = 0.0
-
-    @property
-    def in_outage(self) -> bool:
-        """Tell whether a failure was logged and no success followed yet."""
-        return bool(self._logged)
-
-    def failed(self, operation: str, reason: str, event: str = "cache_unavailable") -> None:
-        """Count a failure; log it if it is the operation's first in this outage."""
-        self._failures += 1
-        if operation in self._logged:
-            return
-        if not self._logged:
-            self._since = time.monotonic()
-        self._logged.add(operation)
-        _log.warning(event, operation=operation, reason=reason, namespace=self._namespace)
-
-    def recovered(self) -> None:
-        """End the outage (if any) with one ``cache_recovered`` line."""
-        if not self._logged:
-            return
-        _log.info(
-            "cache_recovered",
-            namespace=self._namespace,
-            failed_operations=self._failures,
-            outage_seconds=round(time.monotonic() - self._since, 3),
-        )
-        self._logged.clear()
-        self._failures = 0

@@ -1,16 +1,35 @@
-"""Map library exceptions to the bounded :class:`~exporter.probes.base.Reason` set."""
+"""The failure taxonomy: the bounded :class:`Reason` set and :func:`classify` into it.
+
+A leaf module (it imports nothing from the exporter), so errors, probes, jobs and the
+telemetry all share one taxonomy without leaning on each other.
+"""
 
 from __future__ import annotations
 
+import enum
 import errno
 import socket
 import ssl
 from collections.abc import Iterator
 
-from exporter.errors import ConnectorError, ProbeError
-from exporter.probes.base import Reason
+__all__ = ["Reason", "classify"]
 
-__all__ = ["classify"]
+
+class Reason(enum.StrEnum):
+    """The bounded set of failure reasons; the only values a ``reason`` label can take."""
+
+    TIMEOUT = "timeout"
+    REFUSED = "refused"
+    DNS = "dns"
+    TLS = "tls"
+    AUTH = "auth"
+    PERMISSION = "permission"
+    PROTOCOL = "protocol"
+    MISSING = "missing"
+    STALE = "stale"
+    CAPACITY = "capacity"
+    ERROR = "error"
+
 
 # Matched against the class names along the exception's MRO, so the probes need no hard
 # import of every client library's hierarchy (and the mapping works for all three).
@@ -97,11 +116,11 @@ def classify(exc: BaseException) -> Reason:
     """Return the bounded reason that best explains ``exc`` (``error`` when nothing fits)."""
     chain = list(_chain(exc))
     for item in chain:
-        if isinstance(item, ProbeError | ConnectorError):
-            try:
-                return Reason(item.reason)
-            except ValueError:
-                return Reason.ERROR
+        # The exporter's own errors (ProbeError, ConnectorError) carry their reason; only a
+        # Reason member counts, never a library's free-text ``reason`` attribute.
+        carried = getattr(item, "reason", None)
+        if isinstance(carried, Reason):
+            return carried
         if isinstance(item, socket.gaierror):
             return Reason.DNS
         if isinstance(item, ssl.SSLError | ssl.CertificateError):

@@ -1,0 +1,1 @@
+"""Stand-ins for the services and clients the unit tests must not need, each written once."""
