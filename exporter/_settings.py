@@ -34,6 +34,9 @@ _HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]*):(\d{1,5})$")
 PositiveSeconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 # Names that refer to a declared dimension: never a URL or a `user:secret` an error could quote.
 Identifier = Annotated[str, Field(pattern=_IDENTIFIER.pattern)]
+#: Free text that is published (manifest, labels) or sent to a server as a name: no
+#: whitespace, '@' or '/', so no URL and no ``user:secret@host`` can be put there by mistake.
+PlainName = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[^\s@/]+$")]
 
 
 class _Frozen(BaseModel):
@@ -62,7 +65,7 @@ class TimescaleSettings(_Frozen):
     """Connection to the TimescaleDB/PostgreSQL database the ingest writes into."""
 
     url: SecretStr = SecretStr(DEFAULT_TIMESCALE_URL)
-    application_name: str = Field("ingest-exporter", min_length=1, max_length=63)
+    application_name: PlainName = Field("ingest-exporter", max_length=63)
     pool_max_size: int = Field(2, ge=1, le=20)
     statement_timeout_seconds: PositiveSeconds = 5.0
 
@@ -90,8 +93,8 @@ class RedisCacheSettings(_Frozen):
     strategy: CachePreset = "institutional"
     ttl_seconds: int | None = Field(None, gt=0)
     max_keys: int | None = Field(None, gt=0)
-    namespace: str = Field("ingest:cache", min_length=1, max_length=128)
-    invalidate_prefixes: tuple[str, ...] = ()
+    namespace: PlainName = Field("ingest:cache", max_length=128)
+    invalidate_prefixes: tuple[PlainName, ...] = ()
 
     @property
     def enabled(self) -> bool:
@@ -138,9 +141,9 @@ class KafkaSettings(_Frozen):
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
-    client_id: str = Field("ingest-exporter", min_length=1)
+    client_id: PlainName = "ingest-exporter"
     ingest_topics: tuple[TopicBinding, ...] = ()
-    consumer_group: str = Field("ingest-exporter", min_length=1)
+    consumer_group: PlainName = "ingest-exporter"
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     commit_mode: Literal["after_delivery", "periodic"] = "after_delivery"
     manifest_topic: str = Field("telemetry.ingest.manifest", pattern=r"^[A-Za-z0-9._-]+$")

@@ -6,7 +6,7 @@ import logging
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 import pytest
 import structlog
@@ -35,6 +35,7 @@ _PLAIN_FIELDS = (
     "TIMESCALE_FAILOVER_DRILL_LABEL",
     "KAFKA_BOOTSTRAP_SERVERS",
     "KAFKA_CLIENT_ID",
+    "TIMESCALE_APPLICATION_NAME",
     "KAFKA_INGEST_CONSUMER_GROUP",
     "REDIS_CACHE_NAMESPACE",
     "REDIS_CACHE_INVALIDATE_PREFIXES",
@@ -93,7 +94,8 @@ def test_redactor_masks_every_generated_url(planted: Planted, template: str) -> 
         deployment = config.deployments[0]
         for name, configured in (("timescale", deployment.timescale), ("redis", deployment.redis)):
             text = configured.url.get_secret_value()
-            password = urlsplit(text).password or ""
+            # The configured URL has its user-info percent-encoded: its last '@' ends it.
+            password = text.partition("://")[2].rpartition("@")[0].partition(":")[2]
             surfaces[f"redactor {name}"] = redactor(template.format(text))
             surfaces[f"redactor {name} password"] = redactor(template.format(password))
             surfaces[f"redactor {name} decoded"] = redactor(template.format(unquote(password)))
@@ -103,8 +105,11 @@ def test_redactor_masks_every_generated_url(planted: Planted, template: str) -> 
 
 
 @st.composite
-def _misplaced(draw: st.DrawFn) -> Planted:
-    """Put a credential-bearing URL, or a ``user:secret`` pair, into a non-secret field."""
+def _misplaced(draw: st.DrawFn) -> tuple[Planted, str]:
+    """Put a credential-bearing URL, or a ``user:secret`` pair, into a non-secret field.
+
+    Returns the planted case and its shape (``pg``, ``redis``, ``userinfo`` or ``pair``).
+    """
     planted = Planted()
     shape = draw(st.sampled_from(["pg", "redis", "userinfo", "pair"]))
     if shape == "pg":
@@ -126,24 +131,32 @@ def _misplaced(draw: st.DrawFn) -> Planted:
     if field == "KAFKA_INGEST_TOPICS" or field.startswith("TIMESCALE_FAILOVER"):
         planted.env.setdefault("INGEST_DIMENSIONS", "ticks")
         planted.env["TIMESCALE_FAILOVER_DRILL"] = "true"
-    return planted
+    return planted, shape
 
 
 @cases(EXAMPLES["misplaced"])
 @given(_misplaced())
-def test_credentials_in_plain_fields_are_never_echoed(planted: Planted) -> None:
-    """A credential in a field that holds none is not quoted by the error, labels or manifest."""
+def test_credentials_in_plain_fields_are_never_echoed(generated: tuple[Planted, str]) -> None:
+    """A credential in a field that holds none is not quoted by the error, labels or manifest.
+
+    A bare ``name:value`` pair that the field accepts (a drill label ``team:payments``) is
+    the operator's own text and is published as such; it must only stay out of error lines.
+    Anything with user-info (``user:secret@host``, a URL with a password) must stay out of
+    every surface.
+    """
+    planted, shape = generated
     surfaces: dict[str, str] = {}
     try:
         config = build_institutional_ingest_config(environ=planted.env)
     except ConfigError as exc:
         surfaces["config_error"] = f"ingest-exporter: invalid configuration: {exc}"
     else:
-        surfaces["manifest"] = json.dumps(
-            [build_manifest(config, d).model_dump(mode="json") for d in config.deployments]
-        )
-        surfaces["labels"] = repr(connector_infos(config))
-        surfaces["failover"] = json.dumps(failover_metadata(config))
+        if shape != "pair":
+            surfaces["manifest"] = json.dumps(
+                [build_manifest(config, d).model_dump(mode="json") for d in config.deployments]
+            )
+            surfaces["labels"] = repr(connector_infos(config))
+            surfaces["failover"] = json.dumps(failover_metadata(config))
     _assert_clean(surfaces, planted)
 
 
