@@ -90,6 +90,7 @@ def black_hole() -> Iterator[int]:
 
 def test_closed_ports(debug_log: io.StringIO) -> None:
     """Canaries in every credential position, drivers refused: no surface shows one."""
+    ran = [0]
 
     @cases(EXAMPLES["closed_ports"])
     @given(
@@ -98,21 +99,27 @@ def test_closed_ports(debug_log: io.StringIO) -> None:
         )
     )
     def case(planted: Planted) -> None:
+        ran[0] += 1
         _assert_clean(asyncio.run(cycle_surfaces(planted.env, debug_log)), planted)
 
     case()
+    assert ran[0] >= EXAMPLES["closed_ports"], ran  # the cases really ran
 
 
 def test_black_hole(debug_log: io.StringIO, black_hole: int) -> None:
     """Canaries in every credential position, drivers time out: no surface shows one."""
     target = ("127.0.0.1", black_hole)
 
+    ran = [0]
+
     @cases(EXAMPLES["black_hole"])
     @given(_everything(target, target, f"127.0.0.1:{black_hole}"))
     def case(planted: Planted) -> None:
+        ran[0] += 1
         _assert_clean(asyncio.run(cycle_surfaces(planted.env, debug_log)), planted)
 
     case()
+    assert ran[0] >= EXAMPLES["black_hole"], ran  # the cases really ran
 
 
 def test_wrong_passwords_on_the_real_services(
@@ -125,6 +132,8 @@ def test_wrong_passwords_on_the_real_services(
     redis_target = (redis.hostname or "127.0.0.1", redis.port or 6379)
     kafka = service_env["KAFKA_BOOTSTRAP_SERVERS"]
 
+    ran = [0]
+
     @cases(EXAMPLES["wrong_passwords"])
     @given(
         st.builds(
@@ -135,9 +144,11 @@ def test_wrong_passwords_on_the_real_services(
         )
     )
     def case(planted: Planted) -> None:
+        ran[0] += 1
         _assert_clean(asyncio.run(cycle_surfaces(planted.env, debug_log)), planted)
 
     case()
+    assert ran[0] >= EXAMPLES["wrong_passwords"], ran  # the cases really ran
 
 
 def _cli(command: str, env: dict[str, str]) -> str:
@@ -165,6 +176,7 @@ def _cli(command: str, env: dict[str, str]) -> str:
 
 def test_cli_output_and_error_lines() -> None:
     """`check-config`, `manifest` and `probe` print no canary on stdout or stderr (DEBUG logs)."""
+    ran = [0]
 
     @cases(EXAMPLES["cli"])
     @given(
@@ -173,10 +185,12 @@ def test_cli_output_and_error_lines() -> None:
         )
     )
     def case(planted: Planted) -> None:
+        ran[0] += 1
         surfaces = {c: _cli(c, planted.env) for c in ("check-config", "manifest", "probe")}
         _assert_clean(surfaces, planted)
 
     case()
+    assert ran[0] >= EXAMPLES["cli"], ran  # the cases really ran
 
 
 _PATHS = (
@@ -231,6 +245,7 @@ def test_daemon_http_logs_and_spans(debug_log: io.StringIO) -> None:
 
     The canaries include the OTLP exporter's own headers (well-formed and malformed).
     """
+    ran = [0]
 
     @cases(EXAMPLES["daemon"])
     @given(
@@ -240,6 +255,7 @@ def test_daemon_http_logs_and_spans(debug_log: io.StringIO) -> None:
         _otlp_headers(),
     )
     def case(planted: Planted, headers: tuple[str, list[str]]) -> None:
+        ran[0] += 1
         with OtlpReceiver() as receiver, pytest.MonkeyPatch.context() as env:
             env.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", receiver.endpoint)
             env.setenv("OTEL_EXPORTER_OTLP_HEADERS", headers[0])
@@ -253,3 +269,4 @@ def test_daemon_http_logs_and_spans(debug_log: io.StringIO) -> None:
         _assert_clean(surfaces, (planted, headers))
 
     case()
+    assert ran[0] >= EXAMPLES["daemon"], ran  # the cases really ran

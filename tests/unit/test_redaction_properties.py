@@ -177,10 +177,12 @@ def _web_config(draw: st.DrawFn) -> tuple[str, list[str]]:
 
 def test_web_config_errors_never_echo_passwords(tmp_path: Path) -> None:
     """A web config with a canary in a password position fails without quoting it."""
+    ran = [0]
 
     @cases(EXAMPLES["web_config"])
     @given(_web_config())
     def case(generated: tuple[str, list[str]]) -> None:
+        ran[0] += 1
         body, _ = generated
         path = tmp_path / "web.yml"
         path.write_text(body, encoding="utf-8")
@@ -192,6 +194,7 @@ def test_web_config_errors_never_echo_passwords(tmp_path: Path) -> None:
             pytest.fail(f"accepted: {body!r}")
 
     case()
+    assert ran[0] >= EXAMPLES["web_config"], ran  # the cases really ran
 
 
 @st.composite
@@ -203,10 +206,12 @@ def _otlp_headers(draw: st.DrawFn) -> tuple[str, list[str]]:
 
 def test_otlp_headers_are_never_logged(debug_log: io.StringIO) -> None:
     """Well-formed or malformed OTLP headers holding a canary never reach a log line."""
+    ran = [0]
 
     @cases(EXAMPLES["otlp_headers"])
     @given(_otlp_headers())
     def case(generated: tuple[str, list[str]]) -> None:
+        ran[0] += 1
         headers, _ = generated
         debug_log.seek(0)
         debug_log.truncate()
@@ -222,3 +227,4 @@ def test_otlp_headers_are_never_logged(debug_log: io.StringIO) -> None:
         _assert_clean({"log": debug_log.getvalue()}, headers)
 
     case()
+    assert ran[0] >= EXAMPLES["otlp_headers"], ran  # the cases really ran
