@@ -4,19 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
-import logging
 import re
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 
-import pytest
-import structlog
-
-from exporter.telemetry.logs import configure_logging
-
-__all__ = ["RawResponse", "debug_log_fixture", "raw_request"]
+__all__ = ["RawResponse", "raw_request"]
 
 _STATUS_RE = re.compile(rb"^HTTP/1\.[01] (\d{3})")
 
@@ -75,16 +67,3 @@ async def raw_request(
         seconds=time.monotonic() - t0,
         closed=closed,
     )
-
-
-@pytest.fixture(name="debug_log")
-def debug_log_fixture() -> Iterator[io.StringIO]:
-    """Route every log line of the process, at DEBUG, as JSON into a buffer; restore after."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    stream = io.StringIO()
-    configure_logging(level="debug", fmt="json", stream=stream)
-    yield stream
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    structlog.reset_defaults()

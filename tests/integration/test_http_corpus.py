@@ -12,9 +12,10 @@ from typing import Any
 import yaml
 
 from exporter.config import IngestSettings
+from tests.logcapture import debug_log_fixture
 
 from .conftest import REPO, running_daemon, scrape
-from .http_raw import RawResponse, debug_log_fixture, raw_request
+from .http_raw import RawResponse, raw_request
 
 __all__ = ["debug_log_fixture"]  # imported for pytest: the debug_log fixture
 

@@ -15,9 +15,10 @@ import aiohttp
 import pytest
 
 from exporter.config import IngestSettings
+from tests.logcapture import debug_log_fixture
 
 from .conftest import running_daemon
-from .http_raw import debug_log_fixture, raw_request
+from .http_raw import raw_request
 
 __all__ = ["debug_log_fixture"]  # imported for pytest: the debug_log fixture
 

@@ -36,9 +36,9 @@ from tests.canaries import (
     redis_url,
     secret,
 )
+from tests.logcapture import debug_log_fixture
 
 from .conftest import REPO, wait_for
-from .http_raw import debug_log_fixture
 from .leak_surfaces import BASE_ENV, cycle_surfaces
 from .net import free_port
 from .otlp_receiver import OtlpReceiver

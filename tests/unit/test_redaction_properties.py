@@ -2,14 +2,11 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote
 
 import pytest
-import structlog
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -17,13 +14,15 @@ from exporter.config import build_institutional_ingest_config
 from exporter.errors import ConfigError
 from exporter.manifest import build_manifest, connector_infos, failover_metadata
 from exporter.redaction import Redactor, redact_text, redact_url
-from exporter.telemetry.logs import configure_logging
 from exporter.telemetry.tracing import configure_tracing
 from exporter.telemetry.webconfig import load_web_config
 from tests.canaries import Planted, canary_hits, cases, postgres_url, redis_url, secret
+from tests.logcapture import debug_log_fixture
 
 #: Generated cases per test; with tests/integration/test_redaction_properties.py they make
 #: the suite's case count in `make test`.
+__all__ = ["EXAMPLES", "debug_log_fixture"]  # the fixture is imported for pytest
+
 EXAMPLES = {"urls": 600, "misplaced": 300, "web_config": 100, "otlp_headers": 100}
 # Settings fields that must never hold a credential: a value put there by mistake must not
 # come back in an error line, a label or the manifest.
@@ -49,19 +48,6 @@ _PLAIN_FIELDS = (
 
 # Where redact_text's URL scanner ends a URL in free text (see exporter.redaction).
 _PROSE_END_RE = re.compile(r"[\s\"'`<>]")
-
-
-@pytest.fixture
-def debug_log() -> Iterator[io.StringIO]:
-    """Route every log line of the process, at DEBUG, into a buffer; restore logging after."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    stream = io.StringIO()
-    configure_logging(level="debug", fmt="json", stream=stream)
-    yield stream
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    structlog.reset_defaults()
 
 
 def _assert_clean(surfaces: dict[str, str], planted: object) -> None:
