@@ -33,6 +33,7 @@ soak: venv services
 
 docs: venv
 	$(BIN)/python -m exporter.telemetry.catalog README.md
+	$(BIN)/python -m exporter.drills docs/failover-drill-snapshot.schema.json
 
 venv: $(STAMP)
 

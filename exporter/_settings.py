@@ -5,12 +5,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self, get_args
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
+    FilePath,
     SecretStr,
     ValidationInfo,
     field_validator,
@@ -18,39 +17,19 @@ from pydantic import (
 )
 from redis.connection import URL_QUERY_ARGUMENT_PARSERS
 
+from exporter._drill_settings import TimescaleFailoverDrillSettings
+from exporter._frozen import _IDENTIFIER, _TABLE, Identifier, PlainName, PositiveSeconds, _Frozen
+from exporter._kafka_settings import KafkaLagSettings, check_sasl, check_tls_files
 from exporter._urls import POSTGRES_QUERY, driver_url
-from exporter.redaction import url_secrets
+from exporter.redaction import option_secrets, url_secrets
 
 DEFAULT_TIMESCALE_URL = "postgresql://ingest:local-dev-pw@127.0.0.1:55432/ingest"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:56379/0"
 DEFAULT_KAFKA_BOOTSTRAP = ("127.0.0.1:59092",)
 DEFAULT_LISTEN_ADDRESS = "0.0.0.0:9817"  # an exporter listens on every interface, like its peers
 
-_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-_TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$")
 _DEPLOYMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]*):(\d{1,5})$")
-
-PositiveSeconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
-# Names that refer to a declared dimension: never a URL or a `user:secret` an error could quote.
-Identifier = Annotated[str, Field(pattern=_IDENTIFIER.pattern)]
-#: Free text that is published (manifest, labels) or sent to a server as a name: no
-#: whitespace, '@' or '/', so no URL and no ``user:secret@host`` can be put there by mistake.
-PlainName = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[^\s@/]+$")]
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _no_boolean_numbers(cls, value: Any, info: ValidationInfo) -> Any:
-        """Refuse ``true``/``false`` where a number goes (pydantic would read 1 and 0)."""
-        if isinstance(value, bool) and info.field_name is not None:
-            annotation = cls.model_fields[info.field_name].annotation
-            if annotation is not bool and bool not in get_args(annotation):
-                raise ValueError("expected a number, not a boolean")
-        return value
 
 
 def _check_url(
@@ -68,11 +47,23 @@ class TimescaleSettings(_Frozen):
     application_name: PlainName = Field("ingest-exporter", max_length=63)
     pool_max_size: int = Field(2, ge=1, le=20)
     statement_timeout_seconds: PositiveSeconds = 5.0
+    #: A streaming replica: the fallback path failover drills read.
+    replica_url: SecretStr | None = None
+    #: The write endpoint that follows the primary (a multi-host URL with
+    #: ``target_session_attrs=read-write``); ``url`` when unset.
+    write_url: SecretStr | None = None
 
-    @field_validator("url")
+    @field_validator("url", "replica_url", "write_url")
     @classmethod
-    def _url(cls, value: SecretStr) -> SecretStr:
+    def _url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
         return _check_url(value, ("postgresql", "postgres"), "PostgreSQL", POSTGRES_QUERY)
+
+    @property
+    def write_endpoint(self) -> SecretStr:
+        """Return the URL writes go to: ``write_url``, else ``url``."""
+        return self.write_url or self.url
 
 
 CachePreset = Literal["institutional", "bootstrap", "aggressive", "extended", "disabled"]
@@ -90,7 +81,7 @@ CACHE_PRESETS: dict[str, tuple[int, int]] = {
 class RedisCacheSettings(_Frozen):
     """Redis cache policy: a preset plus optional overrides, enforced on the server."""
 
-    strategy: CachePreset = "institutional"
+    strategy: CachePreset = "disabled"
     ttl_seconds: int | None = Field(None, gt=0)
     max_keys: int | None = Field(None, gt=0)
     namespace: PlainName = Field("ingest:cache", max_length=128)
@@ -134,22 +125,30 @@ class TopicBinding(_Frozen):
 
 
 class KafkaSettings(_Frozen):
-    """Connection to the Kafka cluster, the ingest bridge and the manifest stream."""
+    """Connection to the Kafka cluster, lag of named groups, the bridge and the manifest."""
 
     bootstrap_servers: tuple[str, ...] = DEFAULT_KAFKA_BOOTSTRAP
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+    #: PEM CA bundle that verifies the brokers (default: the system's trust store).
+    ssl_cafile: FilePath | None = None
+    #: PEM client certificate (chain) for brokers that require one (mutual TLS).
+    ssl_certfile: FilePath | None = None
+    #: PEM private key of ``ssl_certfile`` (omit when the certificate file holds it).
+    ssl_keyfile: FilePath | None = None
     client_id: PlainName = "ingest-exporter"
     ingest_topics: tuple[TopicBinding, ...] = ()
     consumer_group: PlainName = "ingest-exporter"
+    allow_shared_group: bool = False
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     commit_mode: Literal["after_delivery", "periodic"] = "after_delivery"
     manifest_topic: str = Field("telemetry.ingest.manifest", pattern=r"^[A-Za-z0-9._-]+$")
-    manifest_publish: bool = True
+    manifest_publish: bool = False
     manifest_interval_seconds: PositiveSeconds = 300.0
     canary_topic: str | None = Field(None, pattern=r"^[A-Za-z0-9._-]+$")
+    lag: KafkaLagSettings = KafkaLagSettings()
 
     @field_validator("bootstrap_servers", mode="before")
     @classmethod
@@ -169,6 +168,14 @@ class KafkaSettings(_Frozen):
         if isinstance(value, dict):
             return [{"dimension": d, "topic": t} for d, t in value.items()]
         return value
+
+    @model_validator(mode="after")
+    def _security(self) -> Self:
+        """Check the SASL settings and the TLS files as wholes (see ``_kafka_settings``)."""
+        protocol, mechanism = self.security_protocol, self.sasl_mechanism
+        check_sasl(protocol, mechanism, self.sasl_username, self.sasl_password)
+        check_tls_files(protocol, self.ssl_cafile, self.ssl_certfile, self.ssl_keyfile)
+        return self
 
 
 class DeploymentSettings(_Frozen):
@@ -197,24 +204,6 @@ class DimensionSettings(_Frozen):
         if isinstance(data, dict) and not data.get("table"):
             return {**data, "table": data.get("name", "")}
         return data
-
-
-class DrillObjectives(_Frozen):
-    """Targets a failover drill is judged against."""
-
-    detection_seconds: PositiveSeconds = 30.0
-    rto_seconds: PositiveSeconds = 120.0
-    rpo_seconds: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 5.0
-
-
-class TimescaleFailoverDrillSettings(_Frozen):
-    """Which Timescale dimensions take part in disaster-recovery drills, and how."""
-
-    enabled: bool = False
-    dimensions: tuple[Identifier, ...] = ()
-    label: str = Field("timescale-failover-drill", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
-    run_fallback: bool = False
-    objectives: DrillObjectives = DrillObjectives()
 
 
 class OperatorProbeSettings(_Frozen):
@@ -368,13 +357,17 @@ class IngestSettings(_Frozen):
         """
         values: list[str] = []
         for deployment in self.deployments:
-            for url in (deployment.timescale.url, deployment.redis.url):
+            timescale = deployment.timescale
+            extra = [u for u in (timescale.replica_url, timescale.write_url) if u is not None]
+            for url in (timescale.url, deployment.redis.url, *extra):
                 values += [url.get_secret_value(), *url_secrets(url.get_secret_value())]
             kafka = deployment.kafka
             if kafka.sasl_password is not None:
                 values.append(kafka.sasl_password.get_secret_value())
             if kafka.sasl_username:
                 values.append(kafka.sasl_username)
+        # A credential given to the drill's injection command as an option (--password=x).
+        values += option_secrets(self.failover_drill.inject_command)
         return [value for value in dict.fromkeys(values) if value]
 
     def dimension(self, name: str) -> DimensionSettings:

@@ -69,13 +69,17 @@ class RestartPolicy:
 class Heartbeat:
     """Let a supervised coroutine report progress and readiness to its supervisor."""
 
-    __slots__ = ("_clock", "_last_beat", "_on_ready")
+    __slots__ = ("_clock", "_last_beat", "_on_failing", "_on_ready")
 
     def __init__(
-        self, clock: Callable[[], float], on_ready: Callable[[Heartbeat], None] | None = None
+        self,
+        clock: Callable[[], float],
+        on_ready: Callable[[Heartbeat], None] | None = None,
+        on_failing: Callable[[Heartbeat], None] | None = None,
     ) -> None:
         self._clock = clock
         self._on_ready = on_ready
+        self._on_failing = on_failing
         self._last_beat = clock()
 
     def beat(self) -> None:
@@ -87,6 +91,16 @@ class Heartbeat:
         self.beat()
         if self._on_ready is not None:
             self._on_ready(self)
+
+    def failing(self) -> None:
+        """Mark the task running but failing its job (its dependency is down); a beat too.
+
+        The task is not ``up`` until its next :meth:`ready`. For a loop that survives an
+        outage by retrying instead of raising, so it is neither restarted nor reported up.
+        """
+        self.beat()
+        if self._on_failing is not None:
+            self._on_failing(self)
 
     @property
     def last_beat(self) -> float:
@@ -109,11 +123,13 @@ class TaskInfo:
     next_restart_at: float | None = None
     finished_at: float | None = None
     hang_timeout: float | None = None
+    #: Set by ``Heartbeat.failing`` and cleared by ``Heartbeat.ready``.
+    failing: bool = False
 
     @property
     def up(self) -> bool:
-        """Return whether the task is running right now."""
-        return self.state is TaskState.RUNNING
+        """Return whether the task is running right now and not reporting itself failing."""
+        return self.state is TaskState.RUNNING and not self.failing
 
 
 @dataclass(slots=True, eq=False)

@@ -13,16 +13,18 @@ import asyncio
 import contextlib
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any, Final
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import CommitFailedError
 from prometheus_client.core import Metric
 
 from exporter._cleanup import shielded
+from exporter.checklog import Throttle
 from exporter.config import DimensionSettings, KafkaSettings
 from exporter.connectors.kafka import KafkaConnector
 from exporter.errors import ConfigError, ConnectorError, DeliveryError
@@ -96,6 +98,7 @@ class KafkaIngestBridge:
         session_timeout: float = 10.0,
         close_timeout: float = 10.0,
         consumer_factory: Callable[..., Any] = AIOKafkaConsumer,
+        group_members: Callable[[str], Awaitable[int]] | None = None,
     ) -> None:
         declared = {d.name for d in dimensions}
         self._topics: dict[str, str] = {}
@@ -115,6 +118,7 @@ class KafkaIngestBridge:
         # The connector's timeout bounds one metadata request or one commit.
         self._close_timeout, self._call_timeout = close_timeout, connector.timeout
         self._consumer_factory = consumer_factory
+        self._group_members = group_members or self._members_from_coordinator
         # Next offset to read per partition, over all runs; commits lag behind it.
         self._handled: dict[_Partition, int] = {}
         self._pending: dict[_Partition, int] = {}
@@ -128,6 +132,7 @@ class KafkaIngestBridge:
         )
         self._newest: dict[str, float] = {}
         self._commits = 0
+        self._skipped_log = Throttle()
 
     def newest_event_timestamp(self, dimension: str) -> float | None:
         """Return the broker timestamp of the newest event delivered for ``dimension``."""
@@ -147,8 +152,9 @@ class KafkaIngestBridge:
                 async with asyncio.timeout(self._call_timeout * 2):
                     await consumer.start()
             except Exception as exc:
-                raise self._unreachable(exc, "bootstrap failed") from exc
+                raise await self._unreachable(exc, "bootstrap failed") from exc
             await self._check_cluster(consumer)
+            await self._check_group_unused()
             topics = sorted(self._topics)
             consumer.subscribe(topics=topics, listener=_Rebalance(self, consumer))
             self._log.info("bridge_started", topics=topics, group=self.settings.consumer_group)
@@ -183,7 +189,7 @@ class KafkaIngestBridge:
                         timeout_ms=self._poll_ms, max_records=self._max_records
                     )
             except TimeoutError as exc:
-                raise self._unreachable(exc, "fetch did not return") from exc
+                raise await self._unreachable(exc, "fetch did not return") from exc
             heartbeat.beat()
             if self._joined and not ready:
                 ready = True
@@ -212,16 +218,49 @@ class KafkaIngestBridge:
             async with asyncio.timeout(self._call_timeout):
                 topics = set(await consumer.topics())
         except Exception as exc:
-            raise self._unreachable(exc, "cluster metadata unavailable") from exc
+            raise await self._unreachable(exc, "cluster metadata unavailable") from exc
         if missing := sorted(set(self._topics) - topics):
             for topic in missing:
                 self._log.error("bridge_topic_missing", topic=topic, dimension=self._topics[topic])
             what = "topic " + ", ".join(missing)
             raise ConnectorError(self._connector.name, Reason.MISSING, what)
 
-    def _unreachable(self, exc: Exception, what: str) -> ConnectorError:
+    async def _check_group_unused(self) -> None:
+        """Refuse to join a group other consumers are in, unless sharing it is allowed.
+
+        Joining would take partitions, and so messages, away from those consumers: the
+        bridge is for its own group. (Lag of other groups is read without joining: see
+        ``kafka.lag.groups``.) A member of our own that crashed counts until its session
+        expires; the supervisor's restart then finds the group free.
+        """
+        if self.settings.allow_shared_group:
+            return
+        group = self.settings.consumer_group
+        try:
+            async with asyncio.timeout(self._call_timeout * 2):
+                members = await self._group_members(group)
+        except Exception as exc:
+            raise await self._unreachable(exc, "consumer group unavailable") from exc
+        if members:
+            self._log.error("bridge_group_in_use", group=group, members=members)
+            what = f"group {group} has {members} other member(s); set allow_shared_group to join"
+            raise ConnectorError(self._connector.name, Reason.PERMISSION, what)
+
+    async def _members_from_coordinator(self, group: str) -> int:
+        # A client of its own, closed at once: asked once per run, and the connector's admin
+        # client belongs to the probes (which reset it on their own failures).
+        admin = AIOKafkaAdminClient(**self._connector.client_options())
+        try:
+            await admin.start()
+            replies = await admin.describe_consumer_groups([group])
+        finally:
+            await admin.close()
+        return len(replies[0].to_object()["groups"][0]["members"])
+
+    async def _unreachable(self, exc: Exception, what: str) -> ConnectorError:
         self._lost = True
-        reason = classify(exc)
+        # The probe's reason for the same outage (refused, not error): asked of the broker.
+        reason = await self._connector.explain(exc)
         error_type = type(exc).__name__
         self._log.warning("bridge_cluster_unreachable", reason=reason.value, error_type=error_type)
         return ConnectorError(self._connector.name, reason, what)
@@ -292,9 +331,17 @@ class KafkaIngestBridge:
     def _skip(self, dimension: str, record: Any, reason: str) -> None:
         with self._lock:
             self._failed[dimension, reason] += 1
-        self._log.warning(
-            "bridge_message_skipped", **_where(record), dimension=dimension, reason=reason
-        )
+        # A poison stream skips thousands a second: one line a minute per kind (the counter
+        # ingest_bridge_messages_failed_total has every one), naming the latest offset.
+        held = self._skipped_log.allow((record.topic, reason))
+        if held is not None:
+            self._log.warning(
+                "bridge_message_skipped",
+                **_where(record),
+                dimension=dimension,
+                reason=reason,
+                suppressed=held,
+            )
 
     # -- offsets ---------------------------------------------------------------------------
 

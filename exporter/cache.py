@@ -264,9 +264,17 @@ class RedisCache:
         """Read :meth:`stats`, keep it for the metrics and call ``on_change`` if it moved.
 
         Raises:
-            ConnectorError: Redis is unavailable (the previous numbers stay published).
+            ConnectorError: Redis is unavailable: the numbers read from it are withdrawn
+                (absent until the next successful read, never stale).
         """
-        stats = await self.stats()
+        try:
+            stats = await self.stats()
+        except ConnectorError:
+            if self._last is not None:
+                self._last = None
+                if self._on_change is not None:
+                    self._on_change()
+            raise
         changed = stats != self._last
         self._last = stats
         self._refreshed_at = time.time()
@@ -288,7 +296,10 @@ class RedisCache:
                 await self.refresh()
             except ConnectorError as exc:
                 self._outage.failed("refresh", exc.reason, event="cache_refresh_failed")
-            heartbeat.ready()
+                # Neither up nor restarted: the loop itself is fine, Redis is not.
+                heartbeat.failing()
+            else:
+                heartbeat.ready()
             await asyncio.sleep(self.interval)
 
     def metric_families(self) -> Iterable[Metric]:

@@ -18,10 +18,12 @@ from typing import Any, NoReturn
 from exporter import __version__
 from exporter._config_errors import echoable
 from exporter.config import (
+    ConfigReport,
     DeploymentSettings,
     IngestSettings,
     build_institutional_ingest_config,
     build_redactor,
+    explain_configuration,
     world_readable_secret_files,
 )
 from exporter.errors import ConfigError, ExporterError, ListenError
@@ -94,11 +96,17 @@ def _parser(typed: Sequence[str] = ()) -> argparse.ArgumentParser:
     common.add_argument("--config.file", dest="config_file", metavar="FILE", help="YAML config")
     common.add_argument("--log.level", dest="log_level", metavar="LEVEL", help="debug|info|...")
     common.add_argument("--log.format", dest="log_format", metavar="FMT", help="auto|json|console")
+    common.add_argument(
+        "--config.strict",
+        dest="config_strict",
+        action="store_true",
+        help="an unknown INGEST_/TIMESCALE_/REDIS_/KAFKA_ variable is an error, not a warning",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     run = commands.add_parser("run", parents=[common], help="run the daemon (serves /metrics)")
-    run.add_argument("--web.listen-address", dest="listen_address", metavar="HOST:PORT")
     check = commands.add_parser("check-config", parents=[common], help="validate the configuration")
     for command in (run, check):
+        command.add_argument("--web.listen-address", dest="listen_address", metavar="HOST:PORT")
         command.add_argument(
             "--web.config.file",
             dest="web_config_file",
@@ -110,12 +118,22 @@ def _parser(typed: Sequence[str] = ()) -> argparse.ArgumentParser:
     probe = commands.add_parser("probe", parents=[common], help="probe once and print the report")
     probe.add_argument("--format", choices=("table", "json"), default=None)
     probe.add_argument("--deployment", help="only this deployment")
-    for each in (parser, run, check, manifest, probe):
+    probe.add_argument(
+        "--wide", action="store_true", help="table: show each check's whole detail (not cut)"
+    )
+    drill = commands.add_parser("drill", parents=[common], help="run one failover drill")
+    drill.add_argument(
+        "--scenario", choices=("fallback", "switchover", "kill", "observe"), default="fallback"
+    )
+    drill.add_argument("--dimension", action="append", default=[], help="repeatable")
+    drill.add_argument("--deployment", help="the deployment to drill (default: the first)")
+    drill.add_argument("--format", choices=("markdown", "json"), default=None)
+    for each in (parser, run, check, manifest, probe, drill):
         each.typed = typed
     return parser
 
 
-def _settings(args: argparse.Namespace) -> IngestSettings:
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     overrides: dict[str, Any] = {}
     if getattr(args, "listen_address", None):
         overrides["web.listen_address"] = args.listen_address
@@ -125,7 +143,18 @@ def _settings(args: argparse.Namespace) -> IngestSettings:
         overrides["log.level"] = args.log_level
     if args.log_format:
         overrides["log.format"] = args.log_format
-    return build_institutional_ingest_config(config_file=args.config_file, overrides=overrides)
+    return overrides
+
+
+def _settings(args: argparse.Namespace) -> tuple[IngestSettings, ConfigReport]:
+    """Build the settings and the report on them; ``--config.strict`` refuses unknown names."""
+    overrides = _overrides(args)
+    settings = build_institutional_ingest_config(config_file=args.config_file, overrides=overrides)
+    report = explain_configuration(settings, config_file=args.config_file, overrides=overrides)
+    if args.config_strict and report.unknown:
+        first = report.unknown[0]
+        raise ConfigError(first.name, first.explain().replace(", ignored", " (--config.strict)"))
+    return settings, report
 
 
 def _fail(code: int, message: str) -> NoReturn:
@@ -160,8 +189,8 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     typed = sys.argv[1:] if argv is None else list(argv)
     args = _parser(typed).parse_args(typed)  # exits 2 on bad usage, like every argparse program
     try:
-        settings = _settings(args)
-        code = _dispatch(args, settings)
+        settings, report = _settings(args)
+        code = _dispatch(args, settings, report)
     except ConfigError as exc:
         _fail(EXIT_CONFIG, f"invalid configuration: {exc}")
     except ExporterError as exc:
@@ -173,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     sys.exit(code)
 
 
-def _dispatch(args: argparse.Namespace, settings: IngestSettings) -> int:
+def _dispatch(args: argparse.Namespace, settings: IngestSettings, report: ConfigReport) -> int:
     # A secret in a file every user may read is worth a warning, not a refusal.
     exposed = world_readable_secret_files()
     if args.command in ("check-config", "manifest"):
@@ -188,14 +217,20 @@ def _dispatch(args: argparse.Namespace, settings: IngestSettings) -> int:
             from exporter.telemetry.webconfig import load_web_config
 
             load_web_config(settings.web.config_file)
+        _print_unknown(report)
+        print("endpoints (source):")
+        print("\n".join(report.lines()))
         names = ", ".join(d.name for d in settings.deployments)
         print(f"configuration ok: deployments {names}; {len(settings.dimensions)} dimension(s)")
         return EXIT_OK
     if args.command == "manifest":
+        _print_unknown(report)
         return _manifest(settings, _chosen(settings, args.deployment))
     # The one redactor of the process: logs, spans and every job scrub with it.
     redactor = build_redactor(settings)
     _configure_logs(settings, redactor)
+    # `run` and `probe` are where a forgotten default harms; `drill` keeps stderr for its verdict.
+    _log_report(report, defaults=args.command in ("run", "probe"))
     if exposed:
         import structlog
 
@@ -203,10 +238,52 @@ def _dispatch(args: argparse.Namespace, settings: IngestSettings) -> int:
             structlog.get_logger(__name__).warning("secret_file_world_readable", variable=name)
     if args.command == "probe":
         chosen = _chosen(settings, args.deployment)
-        code = asyncio.run(_probe(settings, chosen, args.format, redactor))
+        code = asyncio.run(_probe(settings, chosen, args.format, redactor, wide=args.wide))
         _exit_soon(code)  # the report is out: a probe thread still stuck must not hold the exit
         return code
+    if args.command == "drill":
+        code = _drill(args, settings, redactor)
+        _exit_soon(code)
+        return code
     return _run(settings, redactor)
+
+
+def _print_unknown(report: ConfigReport) -> None:
+    for unknown in report.unknown:
+        print(f"ingest-exporter: warning: {unknown.name}: {unknown.explain()}", file=sys.stderr)
+
+
+def _log_report(report: ConfigReport, *, defaults: bool) -> None:
+    """Warn about unknown variables and (with ``defaults``) endpoints left at the defaults."""
+    import structlog
+
+    log = structlog.get_logger("exporter.cli")
+    for unknown in report.unknown:
+        log.warning("config_variable_unknown", variable=unknown.name, closest=unknown.closest)
+    if defaults and (in_use := report.defaults_in_use()):
+        # The embedded defaults point at the local development stack: say so once, loudly.
+        log.warning("config_defaults_used", endpoints=in_use)
+
+
+def _drill(args: argparse.Namespace, settings: IngestSettings, redactor: Redactor) -> int:
+    """Run ``drill``: 0 when the result is ok; 1 for warn, fail or aborted; 2 when refused."""
+    from exporter.drills.command import exit_ok, run_drill_command
+    from exporter.errors import DrillRefused
+
+    try:
+        snapshot = asyncio.run(
+            run_drill_command(
+                settings,
+                redactor,
+                scenario=args.scenario,
+                dimensions=args.dimension,
+                deployment=args.deployment,
+                fmt=args.format,
+            )
+        )
+    except DrillRefused as exc:
+        _fail(EXIT_CONFIG, f"drill refused: {exc}")
+    return EXIT_OK if exit_ok(snapshot) else EXIT_FAILURE
 
 
 def _check_operator_probes(settings: IngestSettings) -> None:
@@ -245,9 +322,12 @@ async def _probe(
     chosen: list[DeploymentSettings],
     fmt: str | None,
     redactor: Redactor,
+    *,
+    wide: bool = False,
 ) -> int:
     from exporter.probes.report import render_table
     from exporter.provisioner import InstitutionalIngestProvisioner
+    from exporter.telemetry.metrics import EXPOSED_NAMES
 
     provisioner = InstitutionalIngestProvisioner(settings, redactor=redactor)
     reports = []
@@ -260,9 +340,9 @@ async def _probe(
             await services.stop()
     fmt = fmt or ("table" if sys.stdout.isatty() else "json")
     if fmt == "json":
-        print(json.dumps({"reports": [r.as_dict() for r in reports]}, indent=2))
+        print(json.dumps({"reports": [r.as_dict(EXPOSED_NAMES) for r in reports]}, indent=2))
     else:
-        print(render_table(reports))
+        print(render_table(reports, wide=wide))
     return EXIT_OK if all(r.ok for r in reports) else EXIT_FAILURE
 
 

@@ -25,11 +25,18 @@ from pydantic import ValidationError
 
 from exporter._config_errors import Origins, config_error, echoable
 from exporter._config_file import read_secret_file, read_yaml, readable_by_all
+from exporter._config_report import (
+    ConfigReport,
+    endpoint_sources,
+    redacted_endpoints,
+    unknown_variables,
+)
+from exporter._drill_settings import DrillObjectives, TimescaleFailoverDrillSettings
+from exporter._kafka_settings import KafkaLagSettings, LagGroup
 from exporter._settings import (
     CACHE_PRESETS,
     DeploymentSettings,
     DimensionSettings,
-    DrillObjectives,
     IngestSettings,
     KafkaSettings,
     LogSettings,
@@ -38,7 +45,6 @@ from exporter._settings import (
     RedisCacheSettings,
     RedisSettings,
     SupervisorSettings,
-    TimescaleFailoverDrillSettings,
     TimescaleSettings,
     TopicBinding,
     WebSettings,
@@ -49,11 +55,14 @@ from exporter.redaction import Redactor
 __all__ = [
     "CACHE_PRESETS",
     "ENVIRONMENT",
+    "ConfigReport",
     "DeploymentSettings",
     "DimensionSettings",
     "DrillObjectives",
     "IngestSettings",
+    "KafkaLagSettings",
     "KafkaSettings",
+    "LagGroup",
     "LogSettings",
     "OperatorProbeSettings",
     "ProbeSettings",
@@ -66,7 +75,9 @@ __all__ = [
     "WebSettings",
     "build_institutional_ingest_config",
     "build_redactor",
+    "explain_configuration",
     "otel_environment",
+    "redacted_endpoints",
     "world_readable_secret_files",
 ]
 
@@ -77,6 +88,8 @@ ENVIRONMENT: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("TIMESCALEDB_URL", "TIMESCALE_URL", "DATABASE_URL"), "@timescale.url", "PostgreSQL URL"),
     (("TIMESCALE_APPLICATION_NAME",), "@timescale.application_name", "application_name"),
     (("TIMESCALE_POOL_MAX_SIZE",), "@timescale.pool_max_size", "probe pool size"),
+    (("TIMESCALE_REPLICA_URL",), "@timescale.replica_url", "replica PostgreSQL URL"),
+    (("TIMESCALE_WRITE_URL",), "@timescale.write_url", "write-endpoint PostgreSQL URL"),
     (("REDIS_URL",), "@redis.url", "Redis URL"),
     (("REDIS_CACHE_STRATEGY",), "@redis.cache.strategy", "cache policy preset"),
     (("REDIS_CACHE_TTL_SECONDS",), "@redis.cache.ttl_seconds", "cache TTL override"),
@@ -88,15 +101,22 @@ ENVIRONMENT: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("KAFKA_SASL_MECHANISM",), "@kafka.sasl_mechanism", "SASL mechanism"),
     (("KAFKA_SASL_USERNAME",), "@kafka.sasl_username", "SASL user"),
     (("KAFKA_SASL_PASSWORD",), "@kafka.sasl_password", "SASL password"),
+    (("KAFKA_SSL_CAFILE",), "@kafka.ssl_cafile", "PEM CA file"),
+    (("KAFKA_SSL_CERTFILE",), "@kafka.ssl_certfile", "PEM client certificate"),
+    (("KAFKA_SSL_KEYFILE",), "@kafka.ssl_keyfile", "PEM client key"),
     (("KAFKA_CLIENT_ID",), "@kafka.client_id", "client id"),
     (("KAFKA_INGEST_TOPICS",), "@kafka.ingest_topics", "dimension:topic pairs"),
     (("KAFKA_INGEST_CONSUMER_GROUP",), "@kafka.consumer_group", "consumer group"),
+    (("KAFKA_INGEST_ALLOW_SHARED_GROUP",), "@kafka.allow_shared_group", "boolean"),
     (("KAFKA_INGEST_AUTO_OFFSET_RESET",), "@kafka.auto_offset_reset", "earliest|latest"),
     (("KAFKA_INGEST_COMMIT_MODE",), "@kafka.commit_mode", "after_delivery|periodic"),
     (("KAFKA_MANIFEST_TOPIC",), "@kafka.manifest_topic", "topic"),
     (("KAFKA_MANIFEST_PUBLISH",), "@kafka.manifest_publish", "boolean"),
     (("KAFKA_MANIFEST_INTERVAL_SECONDS",), "@kafka.manifest_interval_seconds", "seconds"),
     (("KAFKA_CANARY_TOPIC",), "@kafka.canary_topic", "topic (opt-in canary probe)"),
+    (("KAFKA_LAG_GROUPS",), "@kafka.lag.groups", "group names or /regex/ list"),
+    (("KAFKA_LAG_WARN_SECONDS",), "@kafka.lag.warn_seconds", "seconds"),
+    (("KAFKA_LAG_DOWN_SECONDS",), "@kafka.lag.down_seconds", "seconds"),
     (("INGEST_DEPLOYMENT",), "@name", "deployment name"),
     (("INGEST_MASK_HOSTS",), "@mask_hosts", "boolean"),
     (("INGEST_DIMENSIONS",), "dimensions", "dimension names"),
@@ -104,6 +124,8 @@ ENVIRONMENT: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("TIMESCALE_FAILOVER_DRILL_DIMENSIONS",), "failover_drill.dimensions", "dimension names"),
     (("TIMESCALE_FAILOVER_DRILL_LABEL",), "failover_drill.label", "label"),
     (("TIMESCALE_FAILOVER_DRILL_RUN_FALLBACK",), "failover_drill.run_fallback", "boolean"),
+    (("TIMESCALE_FAILOVER_DRILL_TOKEN_FILE",), "failover_drill.token_file", "file path"),
+    (("TIMESCALE_FAILOVER_DRILL_SCHEDULE_SECONDS",), "failover_drill.schedule_seconds", "seconds"),
     (("INGEST_PROBE_INTERVAL_SECONDS",), "probes.interval_seconds", "seconds"),
     (("INGEST_PROBE_TIMEOUT_SECONDS",), "probes.timeout_seconds", "seconds"),
     (("INGEST_OPERATOR_PROBES",), "probes.operator", "name=module:function list"),
@@ -121,13 +143,21 @@ _DEPLOYMENT_KEYS = {"deployment": "name"} | {
 }
 # Values that may be secrets: each variable of these also has an X_FILE form.
 _SECRET_PATHS = frozenset(
-    {"@timescale.url", "@redis.url", "@kafka.sasl_username", "@kafka.sasl_password"}
+    {
+        "@timescale.url",
+        "@timescale.replica_url",
+        "@timescale.write_url",
+        "@redis.url",
+        "@kafka.sasl_username",
+        "@kafka.sasl_password",
+    }
 )
 # Values given as one comma-separated string in the environment.
 _LIST_PATHS = frozenset(
     {
         "@redis.cache.invalidate_prefixes",
         "@kafka.bootstrap_servers",
+        "@kafka.lag.groups",
         "dimensions",
         "failover_drill.dimensions",
     }
@@ -173,7 +203,7 @@ def build_institutional_ingest_config(
         origins.variables[path] = name
     for path, value in (overrides or {}).items():
         _assign(root, path, value, origins)
-        origins.variables[path] = "--" + path.replace("_", "-")
+        origins.variables[path] = _flag(path)
 
     if entries is None:
         root["deployments"] = [defaults]
@@ -185,6 +215,38 @@ def build_institutional_ingest_config(
         return IngestSettings(**root)
     except ValidationError as exc:
         raise config_error(exc, origins) from None
+
+
+def explain_configuration(
+    settings: IngestSettings,
+    *,
+    environ: Mapping[str, str] | None = None,
+    config_file: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> ConfigReport:
+    """Report what ``settings`` resolved from: each endpoint's source, and unknown variables.
+
+    Takes the arguments ``settings`` were built from. An unknown variable is one with a
+    project prefix (``INGEST_``, ``TIMESCALE_``, ``TIMESCALEDB_``, ``REDIS_``, ``KAFKA_``) that
+    no setting reads, most likely a typo; the report names the closest known variable.
+    """
+    env = os.environ if environ is None else environ
+    file_data = _read_file(config_file) if config_file is not None else {}
+    origins = Origins(str(config_file or ""), file_data)
+    for names, path, _ in ENVIRONMENT:
+        if (name := _first_set(env, names, secret=path in _SECRET_PATHS)) is not None:
+            origins.variables[path] = name
+    flags = [_flag(path) for path in overrides or {}]
+    origins.variables.update(zip(overrides or {}, flags, strict=True))
+    known = [
+        variable
+        for names, path, _ in ENVIRONMENT
+        for name in names
+        for variable in ((name, f"{name}_FILE") if path in _SECRET_PATHS else (name,))
+    ]
+    return ConfigReport(
+        unknown=unknown_variables(env, known), endpoints=endpoint_sources(settings, origins, flags)
+    )
 
 
 def world_readable_secret_files(environ: Mapping[str, str] | None = None) -> list[str]:
@@ -227,6 +289,14 @@ def build_redactor(settings: IngestSettings, environ: Mapping[str, str] | None =
     for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
         userinfo = otel.get(name, "").partition("://")[2].rpartition("@")[0]
         secrets += [userinfo, userinfo.partition(":")[2]]
+    token_file = settings.failover_drill.token_file
+    if token_file is not None:
+        # The drills' bearer token is only ever compared, never shown; masked all the same.
+        try:
+            token = token_file.read_text(encoding="utf-8").strip()
+        except OSError:
+            token = ""  # reported where it is used: POST /api/v1/drills answers 503 and logs
+        secrets.append(token)
     return Redactor(secrets)
 
 
@@ -237,6 +307,24 @@ def _read_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(str(path), "expected a mapping at the top level")
     return data
+
+
+def _first_set(env: Mapping[str, str], names: tuple[str, ...], *, secret: bool) -> str | None:
+    """Return the variable that set a value: the first alias set, or its ``_FILE`` form.
+
+    Like :func:`_lookup`, without reading the file (the loader did, once).
+    """
+    for name in names:
+        if env.get(name, "").strip():
+            return name
+        if secret and env.get(f"{name}_FILE", "").strip():
+            return f"{name}_FILE"
+    return None
+
+
+def _flag(path: str) -> str:
+    """Return the command-line flag that sets the global ``path``."""
+    return "--" + path.replace("_", "-")
 
 
 def _lookup(

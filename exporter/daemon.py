@@ -15,6 +15,8 @@ from prometheus_client import CollectorRegistry
 from exporter import __version__
 from exporter._cleanup import shielded
 from exporter.config import IngestSettings, build_redactor
+from exporter.drills.http import DrillRoutes
+from exporter.drills.service import FailoverDrills
 from exporter.errors import ListenError
 from exporter.manifest import connector_infos
 from exporter.probes.base import Probe
@@ -22,7 +24,7 @@ from exporter.provisioner import InstitutionalIngestProvisioner, InstitutionalIn
 from exporter.redaction import Redactor
 from exporter.state import ExporterState
 from exporter.supervisor import TaskSupervisor
-from exporter.telemetry.metrics import IngestCollector, MetricsRenderer
+from exporter.telemetry.metrics import IngestCollector, MetricsRenderer, runtime_registry
 from exporter.telemetry.tracing import configure_tracing, shutdown_tracing, tracer_for
 from exporter.telemetry.web import WebApp, build_app
 from exporter.telemetry.webconfig import WebConfig, load_web_config
@@ -38,6 +40,8 @@ SHUTDOWN_TIMEOUT = 10.0
 _WEB_SHARE = 0.25
 #: Longest wait for the unread rest of a refused request body, in seconds.
 _LINGER = 1.0
+#: Share for running drills to stop their injection command and store their record.
+_DRILL_SHARE = 0.35
 #: The stop bounds each of its steps; the cleanup helper's own bound is only a backstop.
 _STOP_SLACK = 1.0
 
@@ -61,7 +65,9 @@ class Daemon:
         self.supervisor = TaskSupervisor(redact=self.redactor, on_change=self.state.touch)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(IngestCollector(self.state, tasks=self.supervisor.describe))
-        self.renderer = MetricsRenderer(self.registry, self.state)
+        # process_* and python_*: the daemon's own, rendered fresh on each scrape.
+        self.runtime_registry = runtime_registry()
+        self.renderer = MetricsRenderer(self.registry, self.state, live=self.runtime_registry)
         # From the OTEL_* variables; None (a no-op tracer) when OTEL_SDK_DISABLED=true.
         self.tracer_provider = configure_tracing(redactor=self.redactor)
         self.provisioner = InstitutionalIngestProvisioner(
@@ -76,6 +82,12 @@ class Daemon:
             )
             for d in settings.deployments
         ]
+        self.drills = FailoverDrills(
+            settings,
+            {services.name: services for services in self.services},
+            state=self.state,
+            tracer=self.provisioner.tracer,
+        )
         self.stop_event = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
@@ -101,6 +113,7 @@ class Daemon:
             web_config=self.web_config,
             read_timeout=self.settings.web.read_header_timeout_seconds,
         )
+        DrillRoutes(self.drills, timeout=self.settings.probes.timeout_seconds).add_to(app)
         self._runner = web.AppRunner(
             app,
             access_log=None,
@@ -136,6 +149,7 @@ class Daemon:
         self.port = sockets[0].getsockname()[1] if sockets else web_settings.port
         for services in self.services:
             await services.start()
+        self.drills.start_jobs(self.supervisor)
         _log.info(
             "exporter_started",
             version=__version__,
@@ -158,6 +172,8 @@ class Daemon:
             await shielded(
                 runner.cleanup(), timeout=max(0.1, timeout * _WEB_SHARE), event="web_stop"
             )
+        # A running drill ends aborted and stores its record while Redis is still open.
+        await self.drills.stop(timeout=timeout * _DRILL_SHARE)
         clean = await self.supervisor.cancel_all(timeout=max(0.1, deadline - time.monotonic()) / 2)
         # Concurrently, each with the whole remaining budget; one failing stop skips no other.
         remaining = max(0.1, deadline - time.monotonic())

@@ -15,6 +15,8 @@ __all__ = [
     "ConnectionLost",
     "ConnectorError",
     "DeliveryError",
+    "DrillBusy",
+    "DrillRefused",
     "ExporterError",
     "ListenError",
     "ManifestRedactionError",
@@ -107,6 +109,25 @@ class ManifestRedactionError(ExporterError):
 
 class SupervisorError(ExporterError):
     """Report misuse of the task supervisor (duplicate names, use after shutdown)."""
+
+
+class DrillRefused(ExporterError):
+    """Refuse a failover drill before it starts: drills off, no injection command, bad input."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        self.key = key
+        self.reason = reason
+        super().__init__(f"{key}: {reason}")
+
+
+class DrillBusy(ExporterError):
+    """Report that a drill with this label already runs (on this or another exporter)."""
+
+    retriable = True
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        super().__init__(f"a failover drill with label {label!r} is already running")
 
 
 class UndeclaredMetricError(ExporterError):

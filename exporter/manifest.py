@@ -13,8 +13,8 @@ from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict
 
-from exporter.config import DeploymentSettings, IngestSettings
-from exporter.redaction import MASK, redact_bootstrap_servers, redact_url
+from exporter.config import DeploymentSettings, IngestSettings, redacted_endpoints
+from exporter.redaction import MASK, redact_url
 from exporter.state import ConnectorInfo
 
 __all__ = [
@@ -117,34 +117,29 @@ def kafka_metadata(deployment: DeploymentSettings) -> dict[str, Any]:
     }
 
 
-def endpoints(deployment: DeploymentSettings) -> dict[str, str]:
-    """Return each connector's redacted endpoint."""
-    mask = deployment.mask_hosts
-    return {
-        "timescale": redact_url(deployment.timescale.url.get_secret_value(), mask_hosts=mask),
-        "redis": redact_url(deployment.redis.url.get_secret_value(), mask_hosts=mask),
-        "kafka": ",".join(
-            redact_bootstrap_servers(deployment.kafka.bootstrap_servers, mask_hosts=mask)
-        ),
-    }
-
-
 def connector_infos(settings: IngestSettings) -> tuple[ConnectorInfo, ...]:
     """Return the ``ingest_connector_info`` rows of every deployment."""
     return tuple(
         ConnectorInfo(deployment.name, name, name, endpoint)
         for deployment in settings.deployments
-        for name, endpoint in endpoints(deployment).items()
+        for name, endpoint in redacted_endpoints(deployment).items()
     )
 
 
 def failover_metadata(settings: IngestSettings) -> dict[str, Any] | None:
     """Return the failover-drill settings as JSON data, or ``None`` when drills are off.
 
-    Every field of the drill settings is a name, a flag or a number: none can be a secret.
+    An allow-list: names, flags and numbers only. The injection command's argv may carry a
+    credential and the token file's path says where one lives, so only whether each is set
+    is published.
     """
     drill = settings.failover_drill
-    return drill.model_dump(mode="json") if drill.enabled else None
+    if not drill.enabled:
+        return None
+    data = drill.model_dump(mode="json", exclude={"inject_command", "token_file"})
+    data["inject_command_configured"] = bool(drill.inject_command)
+    data["http_trigger"] = drill.token_file is not None
+    return data
 
 
 def build_manifest(
@@ -174,7 +169,7 @@ def build_manifest(
         "kafka": kafka_metadata(deployment),
     }
     entries = []
-    for name, endpoint in endpoints(deployment).items():
+    for name, endpoint in redacted_endpoints(deployment).items():
         views = list(supervision.get(name, ()))
         meta = dict(metadata[name])
         if name in live:

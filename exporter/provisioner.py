@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from opentelemetry.trace import Tracer
@@ -31,6 +31,9 @@ from exporter.scheduler import IngestJob, ProbeScheduler, periodic
 from exporter.state import ExporterState
 from exporter.supervisor import Heartbeat, RestartPolicy, TaskSupervisor
 from exporter.telemetry.tracing import probe_span_attributes
+
+if TYPE_CHECKING:
+    from exporter.drills.report import FailoverDrillSnapshot
 
 __all__ = ["InstitutionalIngestProvisioner", "InstitutionalIngestServices"]
 
@@ -79,6 +82,7 @@ class InstitutionalIngestServices:
         self.supervisor = supervisor
         self.state = state
         self.redactor = redactor
+        self.tracer = tracer
         timeout = settings.probes.timeout_seconds
         self.timescale = TimescaleConnector(deployment.timescale, connect_timeout=timeout)
         self.redis = RedisConnector(deployment.redis, timeout=timeout)
@@ -309,6 +313,35 @@ class InstitutionalIngestServices:
     def failover_metadata(self) -> dict[str, Any] | None:
         """Return the failover-drill settings as JSON data, or ``None`` when drills are off."""
         return failover_metadata(self.settings)
+
+    async def run_failover_drill(
+        self,
+        scenario: str = "fallback",
+        *,
+        dimensions: Sequence[str] = (),
+        initiator: str = "api",
+        on_phase: Callable[[str], None] | None = None,
+    ) -> FailoverDrillSnapshot:
+        """Run one failover drill of this deployment (lock taken, record stored in Redis).
+
+        The bundle must be started (``start(supervise=False)`` is enough). See
+        :func:`exporter.drills.execute_failover_drill`.
+
+        Raises:
+            DrillRefused: drills are off, or the request cannot run as asked.
+            DrillBusy: a drill with the same label runs, here or on another exporter.
+        """
+        from exporter.drills.plan import plan_failover_drill
+        from exporter.drills.service import run_failover_drill
+
+        plan = plan_failover_drill(
+            self.settings,
+            scenario=scenario,
+            deployment=self.name,
+            dimensions=dimensions,
+            initiator=initiator,
+        )
+        return await run_failover_drill(self, plan, tracer=self.tracer, on_phase=on_phase)
 
 
 class InstitutionalIngestProvisioner:

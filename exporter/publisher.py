@@ -37,7 +37,7 @@ from exporter._manifest_topic import (
 from exporter.connectors.kafka import KafkaConnector
 from exporter.errors import ConnectorError, ExporterError
 from exporter.metricspec import MetricSpec, family, spec
-from exporter.reasons import classify
+from exporter.reasons import Reason, classify
 
 if TYPE_CHECKING:
     from exporter.supervisor import Heartbeat
@@ -169,8 +169,11 @@ class ManifestPublisher:
             await self._loop(producer, heartbeat)
         except Exception as exc:
             stage = self._stage
-            self._count_failure(stage, exc)
-            if isinstance(exc, ExporterError) or stage in _LOCAL_STAGES:
+            local = isinstance(exc, ExporterError) or stage in _LOCAL_STAGES
+            # The probe's reason for the same outage (refused, not error): asked of the broker.
+            reason = classify(exc) if local else await self.kafka.explain(exc)
+            self._count_failure(stage, exc, reason)
+            if local:
                 raise  # ours, or a bug in building the document: the type says what happened
             if stage == "ensure_topic":
                 # The admin client may hold a dead broker's metadata. Dropping it waits for the
@@ -183,7 +186,6 @@ class ManifestPublisher:
                     level=logging.DEBUG,
                     deployment=self.deployment,
                 )
-            reason = classify(exc)
             raise ConnectorError(self.kafka.name, reason, f"manifest {stage} failed") from exc
         finally:
             if producer is not None:
@@ -267,7 +269,7 @@ class ManifestPublisher:
             last.add_metric(values, self.last_published_at)
         yield from (published, failures, last)
 
-    def _count_failure(self, stage: str, exc: Exception) -> None:
+    def _count_failure(self, stage: str, exc: Exception, reason: Reason) -> None:
         self.failures += 1
         self._changed()
         _log.warning(
@@ -275,7 +277,7 @@ class ManifestPublisher:
             deployment=self.deployment,
             topic=self.topic,
             stage=stage,
-            reason=classify(exc).value,
+            reason=reason.value,
             error_type=type(exc).__name__,
         )
 

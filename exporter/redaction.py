@@ -20,6 +20,9 @@ Documented limits:
   quote in it is only removed there if it is a known secret.
 * Known secrets shorter than three characters are not replaced in free text: masking every
   ``a`` or ``42`` would destroy messages without protecting anything worth protecting.
+* ``ExceptionName: message`` is not a secret pair even when the name holds ``auth`` or
+  ``pass`` (``AuthenticationError: WRONGPASS ...``): it is a driver's error, and masking its
+  first word hides why the connection failed.
 * Redis ``AUTH`` commands are recognised in upper case only (lower case is usually prose);
   ``auth=...`` and ``auth: ...`` pairs are masked in any case.
 """
@@ -29,7 +32,7 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any, Final, TypeVar, cast
 from urllib.parse import quote, quote_plus, unquote, unquote_plus
@@ -41,6 +44,7 @@ __all__ = [
     "MASK",
     "Redactor",
     "is_secret_key",
+    "option_secrets",
     "redact_bootstrap_servers",
     "redact_text",
     "redact_url",
@@ -79,6 +83,12 @@ _VALUE_RE: Final = re.compile(
     | (?:(?i:bearer|basic|token|digest|negotiate)[ \t]+)?\S+
     """,
     re.VERBOSE,
+)
+# An exception's class name before its message ("AuthenticationError: WRONGPASS ..."): the
+# word after it is the message, not a value of an "auth" key. Known secrets in the message
+# are still replaced, and URLs in it still parsed.
+_EXCEPTION_NAME_RE: Final = re.compile(
+    r"(?:[A-Z][a-z0-9]+)+(?:Error|Exception|Failed|Failure|Warning)"
 )
 _AUTH_RE: Final = re.compile(r"\bAUTH\b[ \t'\",]+[^\s'\",][^\r\n]*")
 
@@ -305,7 +315,9 @@ def _redact_prose(text: str) -> str:
     while (key := _KEY_RE.search(text, pos)) is not None:
         out.append(text[pos : key.end()])
         pos = key.end()
-        value = _VALUE_RE.match(text, pos) if is_secret_key(key.group("key")) else None
+        name = key.group("key")
+        secret = is_secret_key(name) and not _EXCEPTION_NAME_RE.fullmatch(name)
+        value = _VALUE_RE.match(text, pos) if secret else None
         if value is not None:
             raw = value.group()
             quoted = len(raw) > 1 and raw[0] in "\"'" and raw[-1] == raw[0]
@@ -337,3 +349,24 @@ def _secret_pattern(secrets: frozenset[str]) -> re.Pattern[str] | None:
         return None
     # Longest first, so a short form never breaks up a longer form that contains it.
     return re.compile("|".join(re.escape(form) for form in sorted(forms, key=len, reverse=True)))
+
+
+def option_secrets(argv: Sequence[str]) -> list[str]:
+    """Return the values of secret-named options in ``argv``: ``--password=x``, ``--token x``.
+
+    Free-text redaction knows ``password=x`` but not a command line's ``--password=x`` (a
+    dash is not part of a key there): register these values as secrets wherever the command
+    line, or what the command prints, may be shown.
+    """
+    found: list[str] = []
+    for index, arg in enumerate(argv):
+        if not arg.startswith("-"):
+            continue
+        name, eq, value = arg.lstrip("-").partition("=")
+        if not is_secret_key(name):
+            continue
+        if eq:
+            found.append(value)
+        elif index + 1 < len(argv):
+            found.append(argv[index + 1])
+    return [value for value in found if value]

@@ -6,15 +6,12 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-import structlog
-
+from exporter.checklog import CheckLog
 from exporter.probes.base import ConnectivityReport
 from exporter.state import ExporterState
 from exporter.supervisor import Heartbeat
 
 __all__ = ["IngestJob", "ProbeScheduler", "periodic"]
-
-_log = structlog.get_logger(__name__)
 
 #: An operator coroutine the scheduler runs once per interval.
 IngestJob = Callable[[], Awaitable[None]]
@@ -27,12 +24,13 @@ class _Reporter(Protocol):
 
 
 class ProbeScheduler:
-    """Run one probe cycle per interval and store it in the snapshot."""
+    """Run one probe cycle per interval, store it in the snapshot and log what changed."""
 
     def __init__(self, services: _Reporter, *, interval: float) -> None:
         self._services = services
         self.interval = interval
         self.cycles = 0
+        self._log = CheckLog()
 
     async def run(self, heartbeat: Heartbeat) -> None:
         """Probe forever, one cycle per interval (a slow cycle delays, never overlaps)."""
@@ -43,7 +41,7 @@ class ProbeScheduler:
             report = await self._services.connectivity_report()
             self._services.state.record(report)
             self.cycles += 1
-            _log_report(report)
+            self._log.observe(report)
             heartbeat.ready()
             next_at = max(next_at + self.interval, loop.time())
             await asyncio.sleep(next_at - loop.time())
@@ -59,20 +57,3 @@ def periodic(job: IngestJob, interval: float) -> Callable[[Heartbeat], Awaitable
             await asyncio.sleep(interval)
 
     return run
-
-
-def _log_report(report: ConnectivityReport) -> None:
-    """Emit the canonical ``probe_completed`` line, one per check."""
-    for result in report.results:
-        _log.info(
-            "probe_completed",
-            deployment=report.deployment,
-            connector=result.connector,
-            check=result.check,
-            status=result.status.value,
-            reason=result.reason.value if result.reason else None,
-            duration_seconds=round(result.latency_seconds, 6),
-            detail=result.detail or None,
-            trace_id=report.trace_id,
-            span_id=result.span_id,
-        )

@@ -197,11 +197,19 @@ class TaskSupervisor:
         loop = asyncio.get_running_loop()
         policy, name = entry.policy, entry.info.name
         while True:
-            heartbeat = Heartbeat(loop.time, lambda beat: self._mark_ready(entry, beat))
+            heartbeat = Heartbeat(
+                loop.time,
+                lambda beat: self._mark_ready(entry, beat),
+                lambda beat: self._mark_failing(entry, beat),
+            )
             entry.heartbeat = heartbeat
             started_at, started = self._clock(), loop.time()
             running = replace(
-                entry.info, state=TaskState.RUNNING, ready=False, next_restart_at=None
+                entry.info,
+                state=TaskState.RUNNING,
+                ready=False,
+                failing=False,
+                next_restart_at=None,
             )
             self._publish(entry, replace(running, started_at=started_at))
             _log.info("task_started", task=name, restarts=entry.info.restarts)
@@ -317,8 +325,14 @@ class TaskSupervisor:
     def _mark_ready(self, entry: _Entry, heartbeat: Heartbeat) -> None:
         # A leftover child of an earlier run may still hold its old heartbeat: ignore it.
         info = entry.info
-        if heartbeat is entry.heartbeat and info.state is TaskState.RUNNING and not info.ready:
-            self._publish(entry, replace(info, ready=True))
+        current = heartbeat is entry.heartbeat and info.state is TaskState.RUNNING
+        if current and (not info.ready or info.failing):
+            self._publish(entry, replace(info, ready=True, failing=False))
+
+    def _mark_failing(self, entry: _Entry, heartbeat: Heartbeat) -> None:
+        info = entry.info
+        if heartbeat is entry.heartbeat and info.state is TaskState.RUNNING and not info.failing:
+            self._publish(entry, replace(info, failing=True))
 
     def _retire(self, entry: _Entry, state: TaskState) -> None:
         if state is TaskState.CANCELLED:
@@ -326,7 +340,12 @@ class TaskSupervisor:
         del self._live[entry.info.name]
         entry.heartbeat = None
         final = replace(
-            entry.info, state=state, ready=False, next_restart_at=None, finished_at=self._clock()
+            entry.info,
+            state=state,
+            ready=False,
+            failing=False,
+            next_restart_at=None,
+            finished_at=self._clock(),
         )
         self._history.appendleft(final)  # before on_change runs, so describe() shows it ended
         self._publish(entry, final)

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Install (when missing) and run the project's local service stack on 127.0.0.1:
-#   PostgreSQL 15 + TimescaleDB (Apache edition) on 55432, Redis 7 on 56379,
-#   Apache Kafka (single-node KRaft) on 59092 (controller 59093).
+#   PostgreSQL 15 + TimescaleDB (Apache edition) on 55432 with a streaming standby on 55433,
+#   Redis 7 on 56379, Apache Kafka (single-node KRaft) on 59092 (controller 59093).
 #
-# Usage: bash scripts/services.sh [start|stop|restart|status] [postgres|redis|kafka ...]
+# Usage: bash scripts/services.sh [start|stop|restart|status] [postgres|standby|redis|kafka ...]
 #   start (default) installs what is missing, starts what is not running, leaves running services
 #   alone, and writes .services/env (source it: TIMESCALEDB_URL, REDIS_URL, ...).
 #   stop ends what this script started (by pid); stopping a stopped service is fine.
@@ -41,7 +41,7 @@ KAFKA_JARS=$CACHE_DIR/kafka-$KAFKA_VERSION/jars
 KAFKA_DIR=$SERVICES_DIR/kafka
 KAFKA_PID=$KAFKA_DIR/kafka.pid
 
-ALL_SERVICES=(postgres redis kafka)
+ALL_SERVICES=(postgres standby redis kafka)
 export DEBIAN_FRONTEND=noninteractive
 
 # ---------------------------------------------------------------------------------------------
@@ -332,6 +332,9 @@ status_postgres() {
     fi
 }
 
+# shellcheck source=scripts/services/standby.sh
+. "$HELPERS/standby.sh"
+
 # ---------------------------------------------------------------------------------------------
 # Redis
 
@@ -515,17 +518,27 @@ status_kafka() {
 # ---------------------------------------------------------------------------------------------
 
 write_env() {
-    local tmp=$SERVICES_DIR/env.tmp
+    local tmp=$SERVICES_DIR/env.tmp pg_home=$PG_HOME pg_data=$PG_DATA running
+    # The primary on $PG_PORT may belong to another clone of the repo: name its real directory.
+    running=$(pg_data_dir_of "$PG_PORT")
+    if [[ -n $running ]]; then
+        pg_data=$running
+        pg_home=$(dirname "$running")
+    fi
     cat >"$tmp" <<EOF
 # Written by scripts/services.sh; source it: . .services/env
 export TIMESCALEDB_URL=postgresql://ingest:local-dev-pw@$HOST:$PG_PORT/ingest
+export TIMESCALE_REPLICA_URL=postgresql://ingest:local-dev-pw@$HOST:$STANDBY_PORT/ingest
+export TIMESCALE_WRITE_URL='postgresql://ingest:local-dev-pw@$HOST:$PG_PORT,$HOST:$STANDBY_PORT/ingest?target_session_attrs=read-write'
 export TIMESCALE_ADMIN_URL=postgresql://postgres:$PG_SUPERPASS@$HOST:$PG_PORT/ingest
+export TIMESCALE_REPLICA_ADMIN_URL=postgresql://postgres:$PG_SUPERPASS@$HOST:$STANDBY_PORT/ingest
 export REDIS_URL=redis://$HOST:$REDIS_PORT/0
 export KAFKA_BOOTSTRAP_SERVERS=$HOST:$KAFKA_PORT
 export INGEST_SERVICES_DIR=$SERVICES_DIR
 export INGEST_PG_BIN=$PG_BIN
-export INGEST_PG_HOME=$PG_HOME
-export INGEST_PG_DATA=$PG_DATA
+export INGEST_PG_HOME=$pg_home
+export INGEST_PG_DATA=$pg_data
+export INGEST_PG_STANDBY_DATA=$pg_home/standby-data
 export INGEST_KAFKA_JARS=$KAFKA_JARS
 export INGEST_KAFKA_VERSION=$KAFKA_VERSION
 export INGEST_REDIS_SERVER=$(command -v redis-server || echo /usr/bin/redis-server)

@@ -35,7 +35,7 @@ class Changes:
         self.count += 1
         self._event.set()
 
-    async def until(self, predicate: Callable[[], object], timeout: float = 2.0) -> None:
+    async def until(self, predicate: Callable[[], object], timeout: float = 10.0) -> None:
         """Wait until ``predicate`` holds, re-checking after each change; fail after ``timeout``.
 
         Raises:

@@ -14,7 +14,7 @@ from exporter._cleanup import shielded
 from exporter.config import KafkaSettings
 from exporter.connectors.base import Connector, ConnectorState
 from exporter.errors import ConnectorError
-from exporter.reasons import Reason
+from exporter.reasons import Reason, classify
 
 __all__ = ["KafkaConnector"]
 
@@ -46,13 +46,23 @@ class KafkaConnector(Connector):
             "retry_backoff_ms": 200,
         }
         if self.settings.security_protocol in ("SSL", "SASL_SSL"):
-            options["ssl_context"] = ssl.create_default_context()
+            options["ssl_context"] = self._ssl_context()
         if self.settings.sasl_mechanism is not None:
             options["sasl_mechanism"] = self.settings.sasl_mechanism
             options["sasl_plain_username"] = self.settings.sasl_username
             password = self.settings.sasl_password
             options["sasl_plain_password"] = password.get_secret_value() if password else None
         return options
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        """Return a verifying TLS context with the configured CA and client certificate."""
+        settings = self.settings
+        cafile = None if settings.ssl_cafile is None else str(settings.ssl_cafile)
+        context = ssl.create_default_context(cafile=cafile)
+        if settings.ssl_certfile is not None:
+            keyfile = None if settings.ssl_keyfile is None else str(settings.ssl_keyfile)
+            context.load_cert_chain(str(settings.ssl_certfile), keyfile)
+        return context
 
     async def _open(self) -> None:
         """Nothing to open yet: the admin client bootstraps on first use."""
@@ -120,6 +130,24 @@ class KafkaConnector(Connector):
         finally:
             connection.close()
         return None
+
+    async def explain(self, exc: BaseException) -> Reason:
+        """Return the bounded reason for a client failure, asking the broker when unclear.
+
+        aiokafka's ``Unable to bootstrap`` classifies as ``error``; one direct connection
+        (:meth:`diagnose`, bounded by the connector's timeout) says ``refused``, ``tls`` or
+        ``auth`` instead, so the bridge and the publisher log the reason the probe reports.
+        """
+        reason = classify(exc)
+        if reason not in (Reason.ERROR, Reason.PROTOCOL):
+            return reason
+        try:
+            async with asyncio.timeout(self.timeout):
+                cause = await self.diagnose()
+        except TimeoutError:
+            return Reason.TIMEOUT
+        explained = reason if cause is None else classify(cause)
+        return reason if explained is Reason.ERROR else explained
 
     async def reset(self) -> None:
         """Drop the admin client so the next use bootstraps again."""

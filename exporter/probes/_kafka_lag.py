@@ -28,9 +28,10 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 
 from exporter.probes._kafka_clients import focus, idle
-from exporter.probes.base import Check, Measurement
+from exporter.probes.base import Check, Measurement, Status
+from exporter.reasons import Reason
 
-__all__ = ["LagReader", "PartitionLag", "lag_positions"]
+__all__ = ["LagReader", "PartitionLag", "judge_age", "lag_measurements", "lag_positions"]
 
 # Fetching first-unconsumed records stops this long before the probe's deadline, so the
 # offsets already read are still reported (the ages then stay unknown for this run).
@@ -94,8 +95,12 @@ class LagReader:
         partitions: Mapping[str, Sequence[int]],
         reset: str,
         deadline: float,
+        thresholds: tuple[float | None, float | None] = (None, None),
     ) -> Check:
-        """Return the ``consumer_lag`` check; ``deadline`` is on the event loop's clock."""
+        """Return the ``consumer_lag`` check; ``deadline`` is on the event loop's clock.
+
+        ``thresholds`` are the ``(warn, down)`` ages in seconds that make it degraded or down.
+        """
         tps = [TopicPartition(t, p) for t, ids in partitions.items() for p in ids]
         t0 = time.perf_counter()
         replies = await admin.list_consumer_group_offsets(group, partitions=tps)
@@ -105,14 +110,14 @@ class LagReader:
         beginning = await consumer.beginning_offsets(fresh) if fresh and reset == "earliest" else {}
         lags = lag_positions(tps, committed, beginning, end, reset)
         latency = time.perf_counter() - t0
-        until = min(deadline - _FETCH_MARGIN, asyncio.get_running_loop().time() + _FETCH_WAIT)
-        ages = await self._ages(consumer, lags, until)
-        return _lag_check(group, partitions, lags, ages, latency)
+        ages = await self.ages(consumer, lags, deadline)
+        return _lag_check(group, partitions, lags, ages, latency, thresholds)
 
-    async def _ages(
-        self, consumer: AIOKafkaConsumer, lags: Sequence[PartitionLag], until: float
+    async def ages(
+        self, consumer: AIOKafkaConsumer, lags: Sequence[PartitionLag], deadline: float
     ) -> dict[TopicPartition, float]:
         """Return the age of each lagging partition's first unconsumed record, where known."""
+        until = min(deadline - _FETCH_MARGIN, asyncio.get_running_loop().time() + _FETCH_WAIT)
         wanted = {lag.partition: lag.position for lag in lags if lag.messages > 0}
         stamps = {
             tp: cached[1]
@@ -155,34 +160,65 @@ async def _first_timestamps(
     return found
 
 
+def judge_age(
+    age: float, thresholds: tuple[float | None, float | None]
+) -> tuple[Status, Reason | None]:
+    """Return the status an oldest-unconsumed ``age`` earns against ``(warn, down)`` seconds."""
+    warn, down = thresholds
+    if down is not None and age >= down:
+        return Status.DOWN, Reason.STALE
+    if warn is not None and age >= warn:
+        return Status.DEGRADED, Reason.STALE
+    return Status.OK, None
+
+
+def lag_measurements(
+    group: str,
+    topics: Sequence[str],
+    lags: Sequence[PartitionLag],
+    ages: Mapping[TopicPartition, float],
+) -> tuple[list[Measurement], float, int]:
+    """Return the lag gauges of ``group``, its oldest known age and the partitions of unknown age.
+
+    A topic with a lagging partition of unknown age gets no seconds gauge: a max over only
+    some partitions would understate the lag.
+    """
+    measurements = [
+        Measurement(
+            "ingest_kafka_consumer_lag_messages",
+            float(lag.messages),
+            (
+                ("group", group),
+                ("topic", lag.partition.topic),
+                ("partition", str(lag.partition.partition)),
+            ),
+        )
+        for lag in lags
+    ]
+    unknown = 0
+    oldest = 0.0
+    for topic in topics:
+        behind = [lag for lag in lags if lag.partition.topic == topic and lag.messages > 0]
+        missing = [lag for lag in behind if lag.partition not in ages]
+        unknown += len(missing)
+        if missing:
+            continue
+        age = max((ages[lag.partition] for lag in behind), default=0.0)
+        oldest = max(oldest, age)
+        labels = (("group", group), ("topic", topic))
+        measurements.append(Measurement("ingest_kafka_consumer_lag_seconds", age, labels))
+    return measurements, oldest, unknown
+
+
 def _lag_check(
     group: str,
     partitions: Mapping[str, Sequence[int]],
     lags: Sequence[PartitionLag],
     ages: Mapping[TopicPartition, float],
     latency: float,
+    thresholds: tuple[float | None, float | None],
 ) -> Check:
-    measurements = [
-        Measurement(
-            "ingest_kafka_consumer_lag_messages",
-            float(lag.messages),
-            (("topic", lag.partition.topic), ("partition", str(lag.partition.partition))),
-        )
-        for lag in lags
-    ]
-    unknown = 0
-    oldest = 0.0
-    for topic in partitions:
-        behind = [lag for lag in lags if lag.partition.topic == topic and lag.messages > 0]
-        missing = [lag for lag in behind if lag.partition not in ages]
-        unknown += len(missing)
-        if missing:
-            continue  # a max over only some partitions would understate the lag
-        age = max((ages[lag.partition] for lag in behind), default=0.0)
-        oldest = max(oldest, age)
-        measurements.append(
-            Measurement("ingest_kafka_consumer_lag_seconds", age, (("topic", topic),))
-        )
+    measurements, oldest, unknown = lag_measurements(group, list(partitions), lags, ages)
     total = sum(lag.messages for lag in lags)
     parts = [f"group {group}: {total} message(s) behind on {len(lags)} partition(s)"]
     if total:
@@ -192,8 +228,11 @@ def _lag_check(
         parts.append(f"{never} partition(s) never committed")
     if unknown:
         parts.append(f"age unknown on {unknown} partition(s)")
+    status, reason = judge_age(oldest, thresholds)
     return Check(
         "consumer_lag",
+        status,
+        reason,
         detail="; ".join(parts),
         measurements=tuple(measurements),
         latency_seconds=latency,

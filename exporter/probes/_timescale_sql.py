@@ -27,6 +27,7 @@ __all__ = [
     "REPLICAS",
     "SELECT_ONE",
     "STANDBY",
+    "TIMELINE",
     "TIME_TYPES",
     "Session",
     "WalHistory",
@@ -43,10 +44,19 @@ __all__ = [
 
 SELECT_ONE = "SELECT 1"
 
+# The server's timeline: on a primary the one it writes (the first 8 hex digits of its WAL
+# file name), on a standby the one it receives (the last restartpoint's while no WAL receiver
+# runs or the view is hidden from the role). Every function used is executable by PUBLIC.
+TIMELINE = """CASE WHEN pg_is_in_recovery()
+            THEN coalesce((SELECT received_tli FROM pg_stat_wal_receiver),
+                          (pg_control_checkpoint()).timeline_id)
+            ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int
+       END"""
+
 # One round trip for the checks that need no table of their own. Without pg_read_all_stats
 # other roles' sessions show a NULL backend_type; those attached to a database are counted
 # as client backends (a slight over-count: a database's background workers look the same).
-FACTS = """
+_FACTS = """
 SELECT current_setting('server_version_num')::int AS version_num,
        pg_is_in_recovery() AS in_recovery,
        (SELECT count(*) FROM pg_stat_activity
@@ -57,8 +67,11 @@ SELECT current_setting('server_version_num')::int AS version_num,
        current_setting('timescaledb.license', true) AS ts_license,
        to_regclass('timescaledb_information.hypertables') IS NOT NULL AS has_hypertables,
        to_regclass('timescaledb_information.job_stats') IS NOT NULL AS has_job_stats,
-       to_regclass('timescaledb_information.job_errors') IS NOT NULL AS has_job_errors
+       to_regclass('timescaledb_information.job_errors') IS NOT NULL AS has_job_errors,
+       {timeline} AS timeline
 """
+
+FACTS = _FACTS.format(timeline=TIMELINE)
 
 # This server's WAL position (written on a primary, replayed on a standby: a standby can
 # feed cascaded replicas) and the server clock, LEFT JOINed so one row comes back even with

@@ -71,8 +71,14 @@ class ProbeResult:
         """Tell whether the check passed."""
         return self.status is Status.OK
 
-    def as_dict(self) -> dict[str, Any]:
-        """Return a JSON-ready view (measurements flattened to name/labels/value)."""
+    def as_dict(self, metric_names: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """Return a JSON-ready view (measurements flattened to name/labels/value).
+
+        Args:
+            metric_names: Measurement name -> the sample name scraped from ``/metrics``
+                (``ingest_redis_evicted_keys`` -> ``..._total``); unmapped names are kept.
+        """
+        names = metric_names or {}
         return {
             "connector": self.connector,
             "check": self.check,
@@ -82,7 +88,7 @@ class ProbeResult:
             "detail": self.detail,
             "checked_at": self.checked_at,
             "measurements": [
-                {"name": m.name, "labels": dict(m.labels), "value": m.value}
+                {"name": names.get(m.name, m.name), "labels": dict(m.labels), "value": m.value}
                 for m in self.measurements
             ],
         }
@@ -93,7 +99,12 @@ ProbeOutput = Check | list[Check] | tuple[Check, ...] | bool | None
 
 @runtime_checkable
 class Probe(Protocol):
-    """A named, bounded check of one connector; built-in and operator probes alike."""
+    """A named, bounded check of one connector; built-in and operator probes alike.
+
+    A probe may also have a ``checks`` attribute: the names of the checks it reports on a
+    healthy run. The runner then reports each of them in every cycle, ``unknown`` with the
+    probe's failure reason when the probe raised, so no series vanishes in an outage.
+    """
 
     @property
     def connector(self) -> str:
@@ -160,8 +171,8 @@ class ConnectivityReport:
                 names.append(result.connector)
         return {n: tuple(r for r in self.results if r.connector == n) for n in names}
 
-    def as_dict(self) -> dict[str, Any]:
-        """Return a JSON-ready view grouped by connector."""
+    def as_dict(self, metric_names: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """Return a JSON-ready view grouped by connector (see :meth:`ProbeResult.as_dict`)."""
         return {
             "deployment": self.deployment,
             "started_at": self.started_at,
@@ -172,7 +183,7 @@ class ConnectivityReport:
                 name: {
                     "status": self.connector_status(name).value,
                     "up": self.connector_up(name),
-                    "checks": [r.as_dict() for r in results],
+                    "checks": [r.as_dict(metric_names) for r in results],
                 }
                 for name, results in self.by_connector().items()
             },

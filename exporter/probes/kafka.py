@@ -1,4 +1,4 @@
-"""Built-in Kafka checks: cluster metadata, ingest topics, the bridge's lag, an optional canary.
+"""Built-in Kafka checks: metadata, ingest topics, named groups' and the bridge's lag, a canary.
 
 One run, all bounded by one deadline (90% of the probe's timeout, so every check reports
 before the runner gives up on the probe as a whole):
@@ -11,7 +11,9 @@ before the runner gives up on the probe as a whole):
   ``degraded``/``stale`` (followers behind). Topics come from the all-topics metadata the
   broker sends anyway: naming them in the request would let a broker with
   ``auto.create.topics.enable`` create the very topic reported missing.
-- ``consumer_lag`` (same condition): see :mod:`exporter.probes._kafka_lag`.
+- ``consumer_lag`` (same condition): the bridge's group, see :mod:`exporter.probes._kafka_lag`.
+- ``group_lag:<entry>`` (one per configured lag group or pattern): read-only lag of the
+  groups operators name, see :mod:`exporter.probes._kafka_groups`.
 - ``canary`` (only with a canary topic): produce a unique message to partition 0 and read
   it back, timing the round trip; a missing canary topic is ``degraded``/``missing``.
 
@@ -33,10 +35,12 @@ from typing import Any
 from aiokafka.errors import for_code
 from aiokafka.structs import TopicPartition
 
+from exporter._kafka_settings import KafkaLagSettings
 from exporter.connectors.kafka import KafkaConnector
 from exporter.errors import ProbeError
 from exporter.metricspec import REFRESHED, MetricSpec, spec
 from exporter.probes._kafka_clients import CANARY_PARTITION, ProbeClients, canary_round_trip
+from exporter.probes._kafka_groups import GROUP_STATES, GroupLag, GroupSnapshot, led_partitions
 from exporter.probes._kafka_lag import LagReader
 from exporter.probes.base import Check, Measurement, Status
 from exporter.reasons import Reason, classify
@@ -73,15 +77,28 @@ METRIC_SPECS: tuple[MetricSpec, ...] = (
     spec(
         "ingest_kafka_consumer_lag_messages",
         "gauge",
-        "deployment topic partition",
-        f"Messages between the ingest group's committed offset and the high watermark. {REFRESHED}",
+        "deployment group topic partition",
+        f"Messages between a group's committed offset and the high watermark (the bridge's group "
+        f"and the named lag groups; read-only). {REFRESHED}",
     ),
     spec(
         "ingest_kafka_consumer_lag_seconds",
         "gauge",
-        "deployment topic",
-        f"Age of the oldest message the ingest group has not consumed (max over the topic's "
-        f"partitions; 0 when caught up). {REFRESHED}",
+        "deployment group topic",
+        f"Age of the oldest message a group has not consumed (max over the topic's partitions; "
+        f"0 when caught up). {REFRESHED}",
+    ),
+    spec(
+        "ingest_kafka_consumer_group_members",
+        "gauge",
+        "deployment group",
+        f"Live members of a named lag group, from its coordinator. {REFRESHED}",
+    ),
+    spec(
+        "ingest_kafka_consumer_group_state",
+        "gauge",
+        "deployment group state",
+        f"1 for a named lag group's current state ({', '.join(GROUP_STATES)}), else 0. {REFRESHED}",
     ),
     spec(
         "ingest_kafka_canary_latency_seconds",
@@ -144,11 +161,12 @@ def topics_check(
 
 
 class KafkaProbe:
-    """Check the cluster, the ingest topics, the bridge group's lag and (opt-in) a canary.
+    """Check the cluster, the ingest topics, groups' lag and (opt-in) a canary.
 
     Keyword arguments default to the connector's settings: ``topics`` to the ingest topics,
     ``group`` to the bridge's consumer group, ``canary_topic`` to the configured canary
-    (``None`` there: no canary), ``auto_offset_reset`` to the bridge's policy.
+    (``None`` there: no canary), ``auto_offset_reset`` to the bridge's policy, ``lag`` to
+    the named lag groups and their thresholds.
     """
 
     connector: str = "kafka"
@@ -163,6 +181,7 @@ class KafkaProbe:
         group: str | None = None,
         canary_topic: str | None = None,
         auto_offset_reset: str | None = None,
+        lag: KafkaLagSettings | None = None,
     ) -> None:
         settings = kafka.settings
         self._kafka = kafka
@@ -177,7 +196,19 @@ class KafkaProbe:
         self._reset_policy = auto_offset_reset or settings.auto_offset_reset
         self._clients = ProbeClients(kafka)
         self._lag = LagReader()
+        lag = settings.lag if lag is None else lag
+        self._lag_thresholds = lag.thresholds()
+        self._groups = GroupLag(lag, answered=_ANSWERED)
         self._lock = asyncio.Lock()
+
+    @property
+    def checks(self) -> tuple[str, ...]:
+        """Return the checks every run reports (the runner fills in those it cannot run)."""
+        names = ["metadata"]
+        names += ["topics", "consumer_lag"] if self.topics else []
+        names += self._groups.check_names
+        names += ["canary"] if self.canary_topic else []
+        return tuple(names)
 
     async def aclose(self) -> None:
         """Close the probe's own consumer and producer (the admin client is the connector's)."""
@@ -191,7 +222,7 @@ class KafkaProbe:
         deadline = asyncio.get_running_loop().time() + budget * DEADLINE_SHARE
         async with self._lock:
             checks = [await self._metadata(deadline)]
-            if self.topics or self.canary_topic:
+            if self.topics or self.canary_topic or self._groups.check_names:
                 checks += await self._topic_checks(deadline)
             return checks
 
@@ -227,14 +258,23 @@ class KafkaProbe:
         failed = await self._step("topics", deadline, Status.UNKNOWN, describe)
         if failed:
             # Without topic metadata nothing else can be judged: each check says why.
-            names = ["topics", "consumer_lag"] if self.topics else []
-            names += ["canary"] if self.canary_topic else []
-            return [dataclasses.replace(failed[0], name=name) for name in names]
+            return _replicate(failed[0], self.checks[1:])
         checks: list[Check] = []
         led: dict[str, list[int]] = {}
         if self.topics:
             topics, led = topics_check(described, self.topics)
             checks.append(topics)
+        found: dict[str, list[GroupSnapshot]] = {}
+        group_checks: list[Check] = []
+        if self._groups.check_names:
+
+            async def discover() -> list[Check]:
+                found.update(await self._groups.discover(await self._admin()))
+                return []
+
+            if failed := await self._step("group_lag", deadline, Status.UNKNOWN, discover):
+                group_checks = _replicate(failed[0], self._groups.check_names)
+                found.clear()
         canary = self.canary_topic
         has_canary = canary is not None and any(
             entry["topic"] == canary and not entry["error_code"] for entry in described
@@ -242,10 +282,17 @@ class KafkaProbe:
         readable = [TopicPartition(topic, p) for topic, ids in led.items() for p in ids]
         if canary is not None and has_canary:
             readable.append(TopicPartition(canary, CANARY_PARTITION))
-        self._clients.expect(readable)
+        everywhere = led_partitions(described)
+        self._clients.expect({*readable, *self._groups.partitions(found, everywhere)})
         if self.topics:
             read_lag = functools.partial(self._read_lag, led, deadline)
             checks += await self._step("consumer_lag", deadline, Status.UNKNOWN, read_lag)
+        if found:
+            judge = functools.partial(self._group_lag, found, everywhere, deadline)
+            group_checks = await self._step("group_lag", deadline, Status.UNKNOWN, judge)
+            if group_checks and group_checks[0].name == "group_lag":  # failed as a whole
+                group_checks = _replicate(group_checks[0], self._groups.check_names)
+        checks += group_checks
         if canary is not None and not has_canary:
             checks.append(Check("canary", Status.DEGRADED, Reason.MISSING, f"{canary} missing"))
         elif canary is not None:
@@ -264,8 +311,18 @@ class KafkaProbe:
             partitions=present,
             reset=self._reset_policy,
             deadline=deadline,
+            thresholds=self._lag_thresholds,
         )
         return [check]
+
+    async def _group_lag(
+        self,
+        found: Mapping[str, Sequence[GroupSnapshot]],
+        led: Mapping[str, Sequence[int]],
+        deadline: float,
+    ) -> list[Check]:
+        consumer = await self._clients.consumer()
+        return await self._groups.checks(consumer, found, led, deadline)
 
     async def _canary(self, topic: str) -> list[Check]:
         return [await canary_round_trip(self._clients, topic)]
@@ -333,3 +390,8 @@ class KafkaProbe:
             return exc
         # Only the type: the cause's text may name hosts and users (the runner redacts too).
         return ProbeError(reason, f"bootstrap broker: {type(cause).__name__}")
+
+
+def _replicate(failed: Check, names: Sequence[str]) -> list[Check]:
+    """Report one failed step as each of the checks it prevented."""
+    return [dataclasses.replace(failed, name=name) for name in names]

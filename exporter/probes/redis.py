@@ -202,6 +202,11 @@ class RedisProbe:
         self.timeout = timeout
         self._cache = redis.settings.cache if cache is None else cache
 
+    @property
+    def checks(self) -> tuple[str, ...]:
+        """Return the checks every run reports (the runner fills in those it cannot run)."""
+        return ("ping", "role", "memory", *(("cache_keys",) if self._cache.enabled else ()))
+
     async def __call__(self) -> list[Check]:
         """Run the checks; a connection failure raises (the runner classifies it)."""
         client = self._redis.client

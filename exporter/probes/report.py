@@ -6,11 +6,16 @@ from collections.abc import Iterable
 
 from exporter.probes.base import ConnectivityReport
 
-__all__ = ["render_table"]
+__all__ = ["DETAIL_WIDTH", "render_table"]
 
 
-def render_table(reports: Iterable[ConnectivityReport]) -> str:
-    """Return a fixed-width table: one row per check, worst first within each deployment."""
+#: Characters of a check's detail the narrow table shows.
+DETAIL_WIDTH = 60
+
+
+def render_table(reports: Iterable[ConnectivityReport], *, wide: bool = False) -> str:
+    """Return a fixed-width table: one row per check; ``wide`` shows every detail in full."""
+    limit = None if wide else DETAIL_WIDTH
     header = ("DEPLOYMENT", "CONNECTOR", "CHECK", "STATUS", "REASON", "LATENCY", "DETAIL")
     rows: list[tuple[str, ...]] = [header]
     rows.extend(
@@ -21,7 +26,7 @@ def render_table(reports: Iterable[ConnectivityReport]) -> str:
             result.status.value,
             result.reason.value if result.reason else "-",
             f"{result.latency_seconds * 1000:.1f}ms",
-            result.detail[:60],
+            _cut(result.detail, limit),
         )
         for report in reports
         for result in report.results
@@ -34,3 +39,10 @@ def render_table(reports: Iterable[ConnectivityReport]) -> str:
         for row in rows
     ]
     return "\n".join(line.rstrip() for line in lines)
+
+
+def _cut(detail: str, limit: int | None) -> str:
+    # Say that something was cut: a detail ending mid-word reads like the whole story.
+    if limit is None or len(detail) <= limit:
+        return detail
+    return detail[: limit - 1] + "…"

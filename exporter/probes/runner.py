@@ -26,7 +26,7 @@ from exporter.probes.base import (
 )
 from exporter.reasons import Reason, classify
 
-__all__ = ["ProbeRunner", "merge_probes"]
+__all__ = ["ProbeRunner", "declared_checks", "merge_probes"]
 
 _DETAIL_LIMIT = 200
 _STATUS_DESCRIPTION_LIMIT = 120
@@ -41,6 +41,11 @@ def merge_probes(builtin: Iterable[Probe], extra: Iterable[Probe]) -> list[Probe
     for probe in extra:
         merged[(probe.connector, probe.name)] = probe
     return list(merged.values())
+
+
+def declared_checks(probe: Probe) -> tuple[str, ...]:
+    """Return the checks ``probe`` declares it reports every run (its optional ``checks``)."""
+    return tuple(getattr(probe, "checks", ()))
 
 
 def _is_async(probe: Probe) -> bool:
@@ -72,6 +77,9 @@ class ProbeRunner:
         self._span_attributes = span_attributes or (lambda _probe: {})
         self._executor = ThreadPoolExecutor(max_threads, thread_name_prefix="ingest-probe")
         self._busy: set[tuple[str, str]] = set()
+        # Every check each probe has declared or reported, in first-seen order: a check that
+        # cannot run this cycle is still reported (series must not vanish in an outage).
+        self._known: dict[tuple[str, str], dict[str, None]] = {}
 
     def close(self) -> None:
         """Release the worker threads (stuck ones are abandoned, not waited for)."""
@@ -116,7 +124,7 @@ class ProbeRunner:
             record_exception=False,
             set_status_on_exception=False,
         ) as span:
-            results = await self._run_one(probe)
+            results = self._complete(probe, await self._run_one(probe))
             _annotate(span, results)
         span_id = _hex_ids(span)[1]
         return [dataclasses.replace(r, span_id=span_id) for r in results] if span_id else results
@@ -141,6 +149,46 @@ class ProbeRunner:
         except Exception as exc:  # noqa: BLE001 - a probe's failure is data, not a crash
             return [self._failure(probe, classify(exc), self._describe(exc), t0)]
         return self._results(probe, output, t0)
+
+    def _complete(self, probe: Probe, results: list[ProbeResult]) -> list[ProbeResult]:
+        """Add a result for each known check of ``probe`` that this run did not report.
+
+        A probe that raised (its connector is down) reports one result under its own name;
+        every other check it declared or reported before is ``unknown`` with that result's
+        reason, so the set of checks per cycle is the same healthy or not.
+        """
+        known = self._known.setdefault((probe.connector, probe.name), {})
+        known.update(dict.fromkeys(declared_checks(probe)))
+        # The runner's one result for a probe that raised or timed out, if that is what we have.
+        [whole] = results if len(results) == 1 else [None]
+        if whole is not None and (whole.status is not Status.DOWN or whole.check != probe.name):
+            whole = None
+        if whole is None or whole.check in known:
+            # A whole-probe failure under a name the probe never reports is not a check.
+            known.update(dict.fromkeys(r.check for r in results))
+        reported = {r.check for r in results}
+        missing = [name for name in known if name not in reported]
+        if not missing:
+            return results
+        if whole is not None:
+            reason = whole.reason or Reason.ERROR
+            detail = f"not run: {probe.connector} {whole.check} is down ({reason.value})"
+        else:
+            reason = Reason.MISSING
+            detail = "not reported by this run of the probe"
+        stamp = results[-1].checked_at if results else time.time()
+        return results + [
+            ProbeResult(
+                connector=probe.connector,
+                check=name,
+                status=Status.UNKNOWN,
+                reason=reason,
+                latency_seconds=0.0,
+                detail=detail,
+                checked_at=stamp,
+            )
+            for name in missing
+        ]
 
     async def _in_thread(self, key: tuple[str, str], probe: Probe) -> Any:
         if key in self._busy:

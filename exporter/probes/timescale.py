@@ -63,6 +63,14 @@ METRIC_SPECS: tuple[MetricSpec, ...] = (
         f"1 when the server is a standby (pg_is_in_recovery()), else 0. {REFRESHED}",
     ),
     spec(
+        "ingest_timescale_timeline",
+        "gauge",
+        "deployment",
+        "PostgreSQL timeline the server writes (primary) or receives (standby); it goes up "
+        "by one at each promotion. A gauge, so a failover is a change, not a counter reset. "
+        f"{REFRESHED}",
+    ),
+    spec(
         "ingest_timescale_replicas",
         "gauge",
         "deployment",
@@ -162,6 +170,12 @@ class TimescaleProbe:
         self.dimensions = tuple(dimensions)
         self._history = history if history is not None else sql.history_for(timescale)
 
+    @property
+    def checks(self) -> tuple[str, ...]:
+        """Return the checks every run reports (``jobs`` too once the server has shown it)."""
+        names = ["connect", "recovery", "replication", "connections", "extension"]
+        return (*names, *(self._dimension_check(d) for d in self.dimensions))
+
     async def __call__(self) -> list[Check]:
         """Run every check on one pooled connection."""
         loop = asyncio.get_running_loop()
@@ -201,8 +215,7 @@ class TimescaleProbe:
             raise
         except Exception as exc:  # noqa: BLE001 - a failed statement is data
             # Every check needs these facts: report each as not run, so the set is stable.
-            names = ["recovery", "replication", "connections", "extension"]
-            names += [self._dimension_check(d) for d in self.dimensions]
+            names = self.checks[1:]
             detail = f"not run: server facts unavailable ({sql.brief(exc)})"
             return [
                 Check("connect", latency_seconds=latency),
@@ -227,11 +240,12 @@ class TimescaleProbe:
 
     def _recovery(self, facts: Any) -> Check:
         standby = bool(facts["in_recovery"])
-        return Check(
-            "recovery",
-            detail="standby (in recovery)" if standby else "primary",
-            measurements=(Measurement("ingest_timescale_in_recovery", float(standby)),),
-        )
+        measured = [Measurement("ingest_timescale_in_recovery", float(standby))]
+        detail = "standby (in recovery)" if standby else "primary"
+        if facts["timeline"] is not None:
+            measured.append(Measurement("ingest_timescale_timeline", float(facts["timeline"])))
+            detail += f", timeline {facts['timeline']}"
+        return Check("recovery", detail=detail, measurements=tuple(measured))
 
     async def _replication(self, session: sql.Session, facts: Any) -> list[Check]:
         rows = await session.fetch(sql.REPLICAS)

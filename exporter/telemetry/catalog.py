@@ -8,6 +8,7 @@ from pathlib import Path
 
 from exporter.bridge import METRIC_SPECS as BRIDGE
 from exporter.cache import METRIC_SPECS as CACHE
+from exporter.drills.metrics import METRIC_SPECS as DRILLS
 from exporter.metricspec import MetricSpec
 from exporter.publisher import METRIC_SPECS as PUBLISHER
 from exporter.telemetry.metrics import MEASUREMENTS, METRICS
@@ -21,7 +22,7 @@ README_MARKERS = ("<!-- metrics-table:start -->", "<!-- metrics-table:end -->")
 def all_specs() -> list[MetricSpec]:
     """Return every published metric family, sorted by exposed name."""
     specs: dict[str, MetricSpec] = {**METRICS, **MEASUREMENTS}
-    for group in (BRIDGE, CACHE, PUBLISHER, PROBE_METRICS):
+    for group in (BRIDGE, CACHE, DRILLS, PUBLISHER, PROBE_METRICS):
         specs.update({spec.name: spec for spec in group})
     return sorted(specs.values(), key=lambda s: s.exposed_name)
 

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar
 
 import structlog
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Exemplar
@@ -16,13 +16,23 @@ from exporter.errors import UndeclaredMetricError
 from exporter.metricspec import REFRESHED as _REFRESH
 from exporter.metricspec import MetricSpec, family
 from exporter.metricspec import spec as _spec
+from exporter.probes.base import Status
 from exporter.probes.kafka import METRIC_SPECS as KAFKA_SPECS
 from exporter.probes.redis import METRIC_SPECS as REDIS_SPECS
 from exporter.probes.timescale import METRIC_SPECS as TIMESCALE_SPECS
+from exporter.reasons import Reason
 from exporter.state import DURATION_BUCKETS, ExporterState
 from exporter.telemetry._exposition import negotiate
 
-__all__ = ["MEASUREMENTS", "METRICS", "IngestCollector", "MetricSpec", "MetricsRenderer"]
+__all__ = [
+    "EXPOSED_NAMES",
+    "MEASUREMENTS",
+    "METRICS",
+    "IngestCollector",
+    "MetricSpec",
+    "MetricsRenderer",
+    "runtime_registry",
+]
 
 _log = structlog.get_logger(__name__)
 
@@ -53,6 +63,21 @@ METRICS: dict[str, MetricSpec] = {
             "gauge",
             "deployment connector check",
             f"1 when the check's status was ok in the last probe cycle. {_REFRESH}",
+        ),
+        _spec(
+            "ingest_check_status",
+            "gauge",
+            "deployment connector check status",
+            f"State set of the check's status in the last probe cycle: one series per status "
+            f"(ok, degraded, down, unknown), exactly one at 1. A check that could not run "
+            f"(its connector down) is present as unknown. {_REFRESH}",
+        ),
+        _spec(
+            "ingest_check_reason",
+            "gauge",
+            "deployment connector check reason",
+            f"The check's bounded failure reason in the last probe cycle (timeout, refused, "
+            f'auth, ...) at 1; reason="none" when it has none. {_REFRESH}',
         ),
         _spec(
             "ingest_probe_duration_seconds",
@@ -119,6 +144,11 @@ MEASUREMENTS: dict[str, MetricSpec] = {
 }
 
 
+#: Measurement name -> the sample name a scrape shows (``_total`` on counters): JSON reports
+#: use these, so a name found there can be pasted into a PromQL query.
+EXPOSED_NAMES: dict[str, str] = {name: spec.exposed_name for name, spec in MEASUREMENTS.items()}
+
+
 class IngestCollector(Collector):
     """Turn the snapshot into metric families; no I/O and no awaits on scrape.
 
@@ -182,6 +212,8 @@ class IngestCollector(Collector):
         state = self._state
         up = self._family("ingest_connector_up")
         check_up = self._family("ingest_check_up")
+        check_status = self._family("ingest_check_status")
+        check_reason = self._family("ingest_check_reason")
         last_run = self._family("ingest_probe_last_run_timestamp_seconds")
         cycle = self._family("ingest_probe_cycle_duration_seconds")
         measured: dict[str, Any] = {}
@@ -194,9 +226,14 @@ class IngestCollector(Collector):
                 if results:
                     last_run.add_metric([deployment, connector], max(r.checked_at for r in results))
                 for result in results:
-                    check_up.add_metric(
-                        [deployment, connector, result.check], 1.0 if result.ok else 0.0
-                    )
+                    where = [deployment, connector, result.check]
+                    check_up.add_metric(where, 1.0 if result.ok else 0.0)
+                    for status in Status:
+                        check_status.add_metric(
+                            [*where, status.value], 1.0 if result.status is status else 0.0
+                        )
+                    reason = result.reason.value if result.reason is not None else "none"
+                    check_reason.add_metric([*where, reason], 1.0)
                     for m in result.measurements:
                         spec = MEASUREMENTS.get(m.name)
                         if spec is None:
@@ -213,14 +250,22 @@ class IngestCollector(Collector):
                             ],
                             m.value,
                         )
-        yield from (up, check_up, last_run, cycle)
+        yield from (up, check_up, check_status, check_reason, last_run, cycle)
         yield from measured.values()
+        # Every known label value from the first scrape on, at 0 until it happens: increase()
+        # and rate() then see the first failure instead of a series that appears with it.
+        connectors = {(c.deployment, c.connector) for c in state.connectors}
+        for deployment, report in state.reports.items():
+            connectors.update((deployment, name) for name in report.by_connector())
         failures = self._family("ingest_probe_failures")
-        for (deployment, connector, reason), count in sorted(state.failures.items()):
+        counts = {(d, c, r.value): 0 for d, c in connectors for r in Reason}
+        counts.update(state.failures)
+        for (deployment, connector, reason), count in sorted(counts.items()):
             failures.add_metric([deployment, connector, reason], count)
         yield failures
         cycles = self._family("ingest_probe_cycles")
-        for deployment, count in sorted(state.cycles.items()):
+        per_deployment = dict.fromkeys((d for d, _ in connectors), 0) | dict(state.cycles)
+        for deployment, count in sorted(per_deployment.items()):
             cycles.add_metric([deployment], count)
         yield cycles
         histogram = self._family("ingest_probe_duration_seconds")
@@ -268,12 +313,21 @@ class MetricsRenderer:
     """Render each exposition format once per snapshot change and serve the cached bytes.
 
     Rendering ~1,000 series costs milliseconds of event-loop time; doing it only when the
-    snapshot changed keeps ``/metrics`` cheap however often it is scraped.
+    snapshot changed keeps ``/metrics`` cheap however often it is scraped. The ``live``
+    registry (the process and Python runtime collectors: a few dozen samples) is rendered on
+    every scrape and appended, so CPU time and memory are as of the scrape, not the cycle.
     """
 
-    def __init__(self, registry: CollectorRegistry, state: ExporterState) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        state: ExporterState,
+        *,
+        live: CollectorRegistry | None = None,
+    ) -> None:
         self._registry = registry
         self._state = state
+        self._live = live
         self._cache: dict[str, tuple[int, bytes]] = {}
 
     def render(self, accept: str | None) -> tuple[bytes, str]:
@@ -282,7 +336,24 @@ class MetricsRenderer:
         version = self._state.version
         cached = self._cache.get(content_type)
         if cached is not None and cached[0] == version:
-            return cached[1], content_type
-        body = encoder(self._registry)
-        self._cache[content_type] = (version, body)
-        return body, content_type
+            body = cached[1]
+        else:
+            body = encoder(self._registry)
+            self._cache[content_type] = (version, body)
+        if self._live is None:
+            return body, content_type
+        live = encoder(self._live)
+        # OpenMetrics ends with one "# EOF": keep only the live part's.
+        return body.removesuffix(_EOF) + live, content_type
+
+
+_EOF = b"# EOF\n"
+
+
+def runtime_registry() -> CollectorRegistry:
+    """Return a registry of the process_* and python_* collectors (never the global one)."""
+    registry = CollectorRegistry(auto_describe=False)
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    return registry

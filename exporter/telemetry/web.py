@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from aiohttp import hdrs, web
+from aiohttp.web import ContentCoding
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
@@ -26,7 +27,7 @@ from exporter.probes.base import ConnectivityReport, ProbeResult, Status
 from exporter.reasons import Reason
 from exporter.state import ExporterState
 from exporter.telemetry._exposition import negotiate
-from exporter.telemetry.metrics import MEASUREMENTS, IngestCollector, MetricsRenderer
+from exporter.telemetry.metrics import EXPOSED_NAMES, MEASUREMENTS, IngestCollector, MetricsRenderer
 from exporter.telemetry.webconfig import AUTH_REALM, BasicAuth, WebConfig
 
 __all__ = [
@@ -56,7 +57,14 @@ PROBE_METRICS: tuple[MetricSpec, ...] = (
 )
 # The collector families that describe one probe (counters since start would be wrong here).
 _PROBE_FAMILIES = frozenset(
-    {"ingest_connector", "ingest_connector_up", "ingest_check_up"} | set(MEASUREMENTS)
+    {
+        "ingest_connector",
+        "ingest_connector_up",
+        "ingest_check_up",
+        "ingest_check_status",
+        "ingest_check_reason",
+    }
+    | set(MEASUREMENTS)
 )
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
@@ -67,6 +75,7 @@ _LINKS = (
     ("/api/v1/manifest", "connector manifest (redacted)"),
     ("/api/v1/connectivity", "last connectivity report"),
     ("/api/v1/failover", "failover-drill settings"),
+    ("/api/v1/drills", "failover drills: running and last 50 (POST starts one)"),
 )
 
 
@@ -113,7 +122,7 @@ class WebApp:
     async def metrics(self, request: web.Request) -> web.Response:
         """Serve the cached exposition in the format the scraper asked for."""
         body, content_type = self.renderer.render(request.headers.get(hdrs.ACCEPT))
-        return _exposition(body, content_type)
+        return _exposition(request, body, content_type)
 
     async def healthy(self, request: web.Request) -> web.Response:
         """Answer liveness: the process serves HTTP (dependencies are not consulted)."""
@@ -131,7 +140,7 @@ class WebApp:
 
     async def connectivity(self, request: web.Request) -> web.Response:
         """Serve the last connectivity report of every deployment."""
-        reports = [r.as_dict() for _, r in sorted(self.state.reports.items())]
+        reports = [r.as_dict(EXPOSED_NAMES) for _, r in sorted(self.state.reports.items())]
         return _json({"reports": reports})
 
     async def failover(self, request: web.Request) -> web.Response:
@@ -162,7 +171,7 @@ class WebApp:
         connectors = tuple(c for c in self.state.connectors if c.deployment == name)
         registry.register(_ProbeCollector(report, connectors))
         encoder, content_type = negotiate(request.headers.get(hdrs.ACCEPT))
-        return _exposition(encoder(registry), content_type)
+        return _exposition(request, encoder(registry), content_type)
 
     async def _probe_within(
         self, name: str, target: ProbeTarget, budget: float
@@ -257,8 +266,14 @@ class _ProbeCollector(Collector):
         yield duration
 
 
-def _exposition(body: bytes, content_type: str) -> web.Response:
+def _exposition(request: web.Request, body: bytes, content_type: str) -> web.Response:
     response = web.Response(body=body)
+    # Prometheus scrapes with "Accept-Encoding: gzip". Only gzip, never deflate (aiohttp's
+    # own pick when a client offers both), and not when the client says gzip;q=0.
+    accepted = request.headers.get(hdrs.ACCEPT_ENCODING, "").lower().replace(" ", "")
+    offers = {part.split(";")[0]: part for part in accepted.split(",")}
+    if "gzip" in offers and not offers["gzip"].endswith(("q=0", "q=0.0", "q=0.00", "q=0.000")):
+        response.enable_compression(ContentCoding.gzip)
     # content_type must carry its parameters verbatim (version, charset, escaping).
     response.headers[hdrs.CONTENT_TYPE] = content_type
     return response

@@ -26,6 +26,8 @@ from typing import Self
 
 from aiokafka.admin import AIOKafkaAdminClient
 
+from tests.pki import CertBundle
+
 from .net import free_port
 
 __all__ = ["KafkaInstance"]
@@ -55,13 +57,16 @@ def _cluster_id() -> str:
 class KafkaInstance:
     """Run one private KRaft broker (broker + controller in one JVM) on free loopback ports."""
 
-    def __init__(self, jars: str | Path | None = None) -> None:
+    def __init__(self, jars: str | Path | None = None, *, tls: CertBundle | None = None) -> None:
         found = jars or os.environ.get("INGEST_KAFKA_JARS")
         if not found:
             raise RuntimeError("INGEST_KAFKA_JARS is not set: source .services/env")
         self.jars = Path(found)
         self.port = free_port()
         self.controller_port = free_port()
+        #: With ``tls``: an extra SSL listener that requires a client certificate.
+        self.tls = tls
+        self.tls_port = free_port() if tls is not None else None
         self.workdir = Path(tempfile.mkdtemp(prefix="ingest-kafka-"))
         self._process: subprocess.Popen[bytes] | None = None
         self._formatted = False
@@ -70,6 +75,13 @@ class KafkaInstance:
     def bootstrap(self) -> str:
         """Return the ``host:port`` clients connect to."""
         return f"{HOST}:{self.port}"
+
+    @property
+    def tls_bootstrap(self) -> str:
+        """Return the ``host:port`` of the mutual-TLS listener (only with ``tls``)."""
+        if self.tls_port is None:
+            raise RuntimeError("this broker has no TLS listener")
+        return f"{HOST}:{self.tls_port}"
 
     @property
     def running(self) -> bool:
@@ -93,9 +105,26 @@ class KafkaInstance:
         (self.workdir / "logs").mkdir(exist_ok=True)
         path = self.workdir / "server.properties"
         listeners = f"PLAINTEXT://{HOST}:{self.port},CONTROLLER://{HOST}:{self.controller_port}"
+        protocols = "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
+        tls: list[str] = []
+        if self.tls is not None:
+            listeners += f",SSL://{HOST}:{self.tls_port}"
+            protocols += ",SSL:SSL"
+            # Kafka reads a PEM keystore as one file: the private key, then the certificate.
+            keystore = self.workdir / "server.pem"
+            keystore.write_text(self.tls.server_key.read_text() + self.tls.server_cert.read_text())
+            tls = [
+                "ssl.keystore.type=PEM",
+                f"ssl.keystore.location={keystore}",
+                "ssl.truststore.type=PEM",
+                f"ssl.truststore.location={self.tls.ca_cert}",
+                "ssl.client.auth=required",
+                "ssl.endpoint.identification.algorithm=",
+            ]
         path.write_text(
             "\n".join(
                 [
+                    *tls,
                     "process.roles=broker,controller",
                     "node.id=1",
                     f"controller.quorum.bootstrap.servers={HOST}:{self.controller_port}",
@@ -103,7 +132,7 @@ class KafkaInstance:
                     f"advertised.listeners={listeners}",
                     "controller.listener.names=CONTROLLER",
                     "inter.broker.listener.name=PLAINTEXT",
-                    "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                    f"listener.security.protocol.map={protocols}",
                     f"log.dirs={self.workdir / 'data'}",
                     "num.partitions=1",
                     "default.replication.factor=1",

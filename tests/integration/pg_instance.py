@@ -32,7 +32,7 @@ from tests.waiting import wait_for
 
 from .net import free_port
 
-__all__ = ["PgReplica"]
+__all__ = ["PgPair", "PgReplica", "with_hosts"]
 
 HOST = "127.0.0.1"
 PG_HOME = Path("/var/lib/postgresql")
@@ -174,6 +174,98 @@ class PgReplica:
                 )
         finally:
             shutil.rmtree(self.home, ignore_errors=True)
+
+    async def __aenter__(self) -> Self:
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+
+def with_hosts(url: str, *ports: int, query: str = "") -> str:
+    """Return ``url`` pointed at ``127.0.0.1`` on ``ports`` (several: a libpq multi-host URL)."""
+    parts = urlsplit(url)
+    userinfo = parts.netloc.rpartition("@")[0]
+    hosts = ",".join(f"{HOST}:{port}" for port in ports)
+    netloc = f"{userinfo}@{hosts}" if userinfo else hosts
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+class PgPair:
+    """A private primary with a streaming standby of its own: a copy of the shared cluster.
+
+    The primary is a promoted :class:`PgReplica` of the shared cluster (roles, TimescaleDB
+    and tables included); the standby streams from it. A test may kill the primary and
+    promote the standby (``scripts/timescale-failover.sh --primary-port P --standby-port S``)
+    while the shared stack stays a primary with its standby. ``synchronous=True`` makes the
+    primary's commits wait for the standby (``synchronous_standby_names``), set only on the
+    primary, so the promoted standby does not wait for a standby it lacks.
+    """
+
+    def __init__(self, admin_url: str, *, synchronous: bool = False) -> None:
+        self.admin_url = admin_url
+        self.synchronous = synchronous
+        self.primary = PgReplica(admin_url)
+        self.standby: PgReplica | None = None
+
+    def url(self, url: str, *, standby: bool = False) -> str:
+        """Return ``url`` (any role of the shared cluster) pointed at the primary or standby."""
+        server = self._standby if standby else self.primary
+        return with_hosts(url, server.port)
+
+    def write_url(self, url: str) -> str:
+        """Return the multi-host read-write URL over both servers (it follows the primary)."""
+        return with_hosts(
+            url, self.primary.port, self._standby.port, query="target_session_attrs=read-write"
+        )
+
+    @property
+    def _standby(self) -> PgReplica:
+        if self.standby is None:
+            raise RuntimeError("the pair is not started")
+        return self.standby
+
+    async def start(self) -> None:
+        """Copy the shared cluster into a private primary, then stream a standby from it."""
+        await self.primary.start()
+        await self.primary.promote()
+        self.standby = PgReplica(self.primary.url, pg_bin=str(self.primary.pg_bin))
+        await self.standby.start()
+        if self.synchronous:
+            conn = await asyncpg.connect(self.primary.url, timeout=10)
+            try:
+                name = self.standby.name
+                await conn.execute(f"ALTER SYSTEM SET synchronous_standby_names = '{name}'")
+                await conn.execute("SELECT pg_reload_conf()")
+
+                async def synchronous() -> bool:
+                    state = await conn.fetchval(
+                        "SELECT sync_state FROM pg_stat_replication WHERE application_name = $1",
+                        name,
+                    )
+                    return bool(state == "sync")
+
+                await wait_for(synchronous, timeout=10, interval=0.05)
+            finally:
+                await conn.close()
+
+    async def stop(self) -> None:
+        """Stop both servers and remove their directories."""
+        try:
+            if self.standby is not None:
+                await self.standby.stop()
+        finally:
+            await self.primary.stop()
 
     async def __aenter__(self) -> Self:
         try:

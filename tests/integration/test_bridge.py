@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
@@ -191,9 +191,9 @@ async def test_poison_message_is_skipped_counted_and_never_logged(
             await wait_for(lambda: len(events) >= 3, timeout=20)
     assert [e.payload["seq"] for e in events] == [0, 1, 2]
     skipped = [e for e in logs if e["event"] == "bridge_message_skipped"]
-    assert [(e["offset"], e["reason"], e["topic"]) for e in skipped] == [
-        (1, "decode", topic),
-        (2, "decode", topic),
+    # Rate-limited per topic and reason: the first is logged, the counter below has both.
+    assert [(e["offset"], e["reason"], e["topic"], e["suppressed"]) for e in skipped] == [
+        (1, "decode", topic, 0),
     ]
     assert secret not in repr(logs)
     failed = next(f for f in bridge.metric_families() if f.name == "ingest_bridge_messages_failed")
@@ -321,3 +321,25 @@ def _restarts_metric(supervisor: TaskSupervisor) -> float:
 def _failures(history: list[tuple[float, TaskInfo]]) -> int:
     """Return how many distinct backoffs the bridge went through."""
     return len(_backoffs(history))
+
+
+async def test_a_group_with_other_members_is_refused_unless_sharing_is_allowed(
+    bootstrap: str, create_topic: CreateTopic, unique: str
+) -> None:
+    """The bridge never joins a group a live consumer is in; it does once told to share."""
+    topic = await create_topic(partitions=2)
+    group = f"g-shared-{unique}"
+    other = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group)
+    await other.start()
+    try:
+        other.subscribe([topic])
+        await other.getmany(timeout_ms=500)
+        await wait_for(lambda: bool(other.assignment()), timeout=20)
+        assignment = other.assignment()
+        refused = make_bridge(bootstrap, topic, group, [])
+        with capture_logs() as logs, pytest.raises(ConnectorError, match="1 other member"):
+            await refused.run(Heartbeat(time.monotonic))
+        assert "bridge_group_in_use" in [e["event"] for e in logs]
+        assert other.assignment() == assignment
+    finally:
+        await other.stop()

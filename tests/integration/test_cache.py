@@ -58,7 +58,10 @@ def make_cache(client: aioredis.Redis, namespace: str) -> CacheFactory:
     """Build caches on the test's namespace; ``redis=`` picks another client."""
 
     def build(redis: Any = None, **policy: Any) -> RedisCache:
-        settings = RedisCacheSettings(namespace=namespace, **policy)
+        # The cache is opt-in: these tests are about one that is on unless they say otherwise.
+        settings = RedisCacheSettings(
+            namespace=namespace, **({"strategy": "institutional"} | policy)
+        )
         return RedisCache(redis or client, settings, deployment="test", timeout=2.0)
 
     return build
@@ -243,7 +246,10 @@ async def test_cache_over_a_connector_respects_its_pool(
     assert isinstance(settings, RedisSettings)
     async with RedisConnector(settings, timeout=2.0) as connector:
         cache = RedisCache(
-            connector, RedisCacheSettings(namespace=namespace), deployment="t", timeout=2.0
+            connector,
+            RedisCacheSettings(strategy="institutional", namespace=namespace),
+            deployment="t",
+            timeout=2.0,
         )
         assert all(await asyncio.gather(*(cache.set(f"k{i}", i) for i in range(300))))
         assert await asyncio.gather(*(cache.get(f"k{i}") for i in range(300))) == list(range(300))
@@ -261,7 +267,12 @@ async def test_unreachable_redis_is_a_fast_miss(
     else:
         port = blackhole
     redis = _client(f"redis://127.0.0.1:{port}/0")
-    cache = RedisCache(redis, RedisCacheSettings(namespace=namespace), deployment="t", timeout=0.3)
+    cache = RedisCache(
+        redis,
+        RedisCacheSettings(strategy="institutional", namespace=namespace),
+        deployment="t",
+        timeout=0.3,
+    )
     try:
         with capture_logs() as logs:
             t0 = time.perf_counter()
@@ -296,7 +307,10 @@ async def test_outage_then_recovery_on_a_private_redis(private_redis: RedisServe
     port = await private_redis.start()
     redis = _client(f"redis://127.0.0.1:{port}/0")
     cache = RedisCache(
-        redis, RedisCacheSettings(namespace="private"), deployment="t", retry_after=0.0
+        redis,
+        RedisCacheSettings(strategy="institutional", namespace="private"),
+        deployment="t",
+        retry_after=0.0,
     )
     try:
         assert await cache.set("k", 1)
@@ -325,8 +339,12 @@ async def test_run_invalidates_configured_prefixes_and_publishes(
     client: aioredis.Redis, namespace: str
 ) -> None:
     """The supervised loop invalidates the configured prefixes, refreshes and marks ready."""
-    settings = RedisCacheSettings(namespace=namespace, invalidate_prefixes=("stale:",))
-    writer = RedisCache(client, RedisCacheSettings(namespace=namespace), deployment="t")
+    settings = RedisCacheSettings(
+        strategy="institutional", namespace=namespace, invalidate_prefixes=("stale:",)
+    )
+    writer = RedisCache(
+        client, RedisCacheSettings(strategy="institutional", namespace=namespace), deployment="t"
+    )
     for key in ("stale:1", "stale:2", "fresh"):
         assert await writer.set(key, key)
     touched: list[int] = []

@@ -21,8 +21,10 @@ from exporter.connectors.kafka import KafkaConnector
 from exporter.probes.base import ProbeResult, Reason, Status
 from exporter.probes.kafka import KafkaProbe
 from exporter.probes.runner import ProbeRunner
+from tests.pki import make_pki
 
 from .conftest import running_daemon, sample, scrape_until
+from .kafka_instance import KafkaInstance
 from .net import free_port
 
 TopicFactory = Callable[[int], Awaitable[str]]
@@ -223,15 +225,18 @@ async def test_canary_round_trip_and_missing_canary_topic(
 
 
 async def test_unreachable_broker_is_down_refused() -> None:
-    """A bootstrap address nothing listens on is one down result with reason refused."""
+    """A bootstrap address nothing listens on: metadata down/refused, the rest unknown/refused."""
     settings = KafkaSettings(bootstrap_servers=(f"127.0.0.1:{free_port()}",))
     async with KafkaConnector(settings, timeout=2.0) as kafka:
         results = await run(KafkaProbe(kafka, topics=["t"], canary_topic="c"))
-    assert list(results) == ["metadata"]
+    assert list(results) == ["metadata", "topics", "consumer_lag", "canary"]
     assert (results["metadata"].status, results["metadata"].reason) == (
         Status.DOWN,
         Reason.REFUSED,
     )
+    assert {(r.status, r.reason) for r in list(results.values())[1:]} == {
+        (Status.UNKNOWN, Reason.REFUSED)
+    }
 
 
 @pytest.mark.parametrize(
@@ -257,7 +262,8 @@ async def test_a_bootstrap_failure_is_diagnosed_not_error(
     settings = KafkaSettings(bootstrap_servers=(bootstrap,), **options)
     async with KafkaConnector(settings, timeout=2.0) as kafka:
         results = await run(KafkaProbe(kafka))
-    [metadata] = results.values()
+    metadata = results["metadata"]
+    assert list(results) == ["metadata"]
     assert (metadata.status, metadata.reason) == (Status.DOWN, reason), metadata.detail
     assert "not-the-password" not in metadata.detail
 
@@ -385,3 +391,25 @@ async def test_daemon_publishes_topic_lag_and_canary_series(
     assert sample(text, "ingest_kafka_consumer_lag_seconds", topic=topic) == 0.0
     for check in ("metadata", "topics", "consumer_lag", "canary"):
         assert sample(text, "ingest_check_up", connector="kafka", check=check) == 1.0
+
+
+async def test_mutual_tls_with_the_configured_ca_and_client_certificate(tmp_path: Path) -> None:
+    """ssl_cafile/certfile/keyfile reach a broker that requires a client certificate."""
+    pki = make_pki(tmp_path / "pki")
+    async with KafkaInstance(tls=pki) as broker:
+        settings = KafkaSettings(
+            bootstrap_servers=(broker.tls_bootstrap,),
+            security_protocol="SSL",
+            ssl_cafile=pki.ca_cert,
+            ssl_certfile=pki.client_cert,
+            ssl_keyfile=pki.client_key,
+        )
+        async with KafkaConnector(settings, timeout=5.0) as kafka:
+            results = await run(KafkaProbe(kafka), timeout=10.0)
+        assert results["metadata"].status is Status.OK, results["metadata"].detail
+        # The same CA without a client certificate: the broker refuses the handshake.
+        anonymous = settings.model_copy(update={"ssl_certfile": None, "ssl_keyfile": None})
+        async with KafkaConnector(anonymous, timeout=5.0) as kafka:
+            results = await run(KafkaProbe(kafka), timeout=10.0)
+        assert results["metadata"].status is Status.DOWN
+        assert results["metadata"].reason in (Reason.TLS, Reason.REFUSED)

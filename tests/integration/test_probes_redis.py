@@ -60,7 +60,7 @@ def values(result: ProbeResult) -> dict[str, float]:
 async def test_shared_redis_passes_every_check(service_env: dict[str, str], unique: str) -> None:
     """On the shared server ping, role, memory and cache_keys pass, counting the index."""
     namespace = f"test:probe:{unique}"
-    cache = RedisCacheSettings(namespace=namespace, max_keys=5)
+    cache = RedisCacheSettings(strategy="institutional", namespace=namespace, max_keys=5)
     async with connected(service_env["REDIS_URL"], cache=cache) as connector:
         client = connector.client
         await client.zadd(cache_index_key(namespace), {"a": 1, "b": 2, "c": 3})
@@ -81,7 +81,7 @@ async def test_cache_over_its_key_limit_is_degraded(
 ) -> None:
     """More index members than the policy's max_keys makes cache_keys degraded/capacity."""
     namespace = f"test:probe:{unique}"
-    cache = RedisCacheSettings(namespace=namespace, max_keys=2)
+    cache = RedisCacheSettings(strategy="institutional", namespace=namespace, max_keys=2)
     async with connected(service_env["REDIS_URL"], cache=cache) as connector:
         await connector.client.zadd(cache_index_key(namespace), {"a": 1, "b": 2, "c": 3})
         try:
@@ -95,11 +95,15 @@ async def test_cache_over_its_key_limit_is_degraded(
 
 
 async def test_stopped_redis_is_down_refused() -> None:
-    """A URL to a port nothing listens on gives one down result with reason refused."""
+    """A port nothing listens on: ping down/refused, every other check unknown/refused."""
     async with connected(f"redis://127.0.0.1:{free_port()}/0") as connector:
-        results = await run(RedisProbe(connector))
-    assert list(results) == ["ping"]
+        probe = RedisProbe(connector)
+        results = await run(probe)
+    assert list(results) == list(probe.checks)
     assert (results["ping"].status, results["ping"].reason) == (Status.DOWN, Reason.REFUSED)
+    assert {(r.status, r.reason) for r in list(results.values())[1:]} == {
+        (Status.UNKNOWN, Reason.REFUSED)
+    }
 
 
 async def test_wrong_or_missing_password_is_auth(redis_servers: RedisServers) -> None:
@@ -128,7 +132,8 @@ async def test_acl_without_info_is_unknown_permission(redis_servers: RedisServer
         commands=["+@all", "-info"],
     )
     await admin.aclose()
-    async with connected(f"redis://probe:pw@127.0.0.1:{port}/0") as connector:
+    cache = RedisCacheSettings(strategy="institutional")
+    async with connected(f"redis://probe:pw@127.0.0.1:{port}/0", cache=cache) as connector:
         results = await run(RedisProbe(connector))
     assert results["ping"].status is Status.OK
     for name in ("role", "memory"):
@@ -256,7 +261,9 @@ async def test_daemon_publishes_the_redis_series(
     settings_factory: Callable[..., IngestSettings], unique: str
 ) -> None:
     """The daemon scrapes every Redis check and its gauges, evictions as a _total counter."""
-    settings = settings_factory(REDIS_CACHE_NAMESPACE=f"test:daemon:{unique}")
+    settings = settings_factory(
+        REDIS_CACHE_STRATEGY="institutional", REDIS_CACHE_NAMESPACE=f"test:daemon:{unique}"
+    )
     async with running_daemon(settings) as (_, url):
         text = await scrape_until(
             url, lambda text: sample(text, "ingest_redis_memory_used_bytes") is not None

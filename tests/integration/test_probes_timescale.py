@@ -399,13 +399,16 @@ async def _failure(url: str, timeout: float = 2.0) -> tuple[ProbeResult, float]:
     try:
         async with _connector(url, app="probe-failure", connect_timeout=timeout) as connector:
             t0 = time.perf_counter()
-            results = await runner.run_one(TimescaleProbe(connector, timeout=timeout))
+            probe = TimescaleProbe(connector, timeout=timeout)
+            results = await runner.run_one(probe)
             elapsed = time.perf_counter() - t0
     finally:
         runner.close()
-    assert len(results) == 1
+    # connect is down; every other check is still reported, unknown with the same reason.
+    assert [r.check for r in results] == list(probe.checks)
     assert results[0].status is Status.DOWN
     assert results[0].check == "connect"
+    assert {(r.status, r.reason) for r in results[1:]} == {(Status.UNKNOWN, results[0].reason)}
     return results[0], elapsed
 
 

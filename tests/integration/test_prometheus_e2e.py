@@ -135,7 +135,10 @@ def _rich(settings_factory: Settings, unique: str) -> IngestSettings:
     # Neither the table nor the topic exists (auto creation is off): nothing to clean up.
     dimension = f"lint_{unique}"
     return settings_factory(
-        INGEST_DIMENSIONS=dimension, KAFKA_INGEST_TOPICS=f"{dimension}:lint-{unique}"
+        INGEST_DIMENSIONS=dimension,
+        KAFKA_INGEST_TOPICS=f"{dimension}:lint-{unique}",
+        REDIS_CACHE_STRATEGY="institutional",
+        REDIS_CACHE_NAMESPACE=f"test:lint:{unique}",
     )
 
 

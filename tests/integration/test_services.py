@@ -8,6 +8,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from urllib.parse import quote
 
 import aiohttp
@@ -165,6 +166,7 @@ async def test_canary_credentials_reach_no_output(
     settings_factory: Callable[..., IngestSettings],
     service_env: dict[str, str],
     unique: str,
+    tmp_path: Path,
 ) -> None:
     """Canaries in every credential position appear in no manifest, metric, message or log."""
     password = quote(CANARIES["timescale_password"], safe="")
@@ -173,12 +175,21 @@ async def test_canary_credentials_reach_no_output(
         f"?sslpassword={CANARIES['timescale_query']}&application_name=canary"
     )
     manifest_topic = f"test.services.manifest.{unique}"
+    # SASL settings are only valid with a SASL protocol, which the local broker does not
+    # speak: a second deployment carries them (its Kafka fails, its outputs are checked too).
+    config = tmp_path / "two.yaml"
+    sasl = {
+        "security_protocol": "SASL_PLAINTEXT",
+        "sasl_mechanism": "PLAIN",
+        "sasl_username": CANARIES["sasl_user"],
+        "sasl_password": CANARIES["sasl_password"],
+    }
+    deployments = [{"name": "local"}, {"name": "sasl", "kafka": sasl}]
+    config.write_text(json.dumps({"deployments": deployments}), encoding="utf-8")
     settings = settings_factory(
+        config,
         TIMESCALEDB_URL=timescale,
         REDIS_URL=f"redis://default:{CANARIES['redis_password']}@127.0.0.1:56379/0",
-        KAFKA_SASL_MECHANISM="PLAIN",
-        KAFKA_SASL_USERNAME=CANARIES["sasl_user"],
-        KAFKA_SASL_PASSWORD=CANARIES["sasl_password"],
         KAFKA_MANIFEST_TOPIC=manifest_topic,
         KAFKA_MANIFEST_PUBLISH="true",
     )

@@ -67,6 +67,7 @@ def make_bridge(
         "commit_interval": 0.05,
         "close_timeout": 1.0,
         "consumer_factory": cluster.factory,
+        "group_members": _no_members,
     }
     return KafkaIngestBridge(
         settings,
@@ -76,6 +77,11 @@ def make_bridge(
         connector=connector,
         **(options | kwargs),
     )
+
+
+async def _no_members(group: str) -> int:
+    """Report that ``group`` has no live member (the fake cluster has no coordinator)."""
+    return 0
 
 
 @asynccontextmanager
@@ -193,21 +199,30 @@ async def test_revoked_partitions_commit_only_their_offsets(heartbeat: Heartbeat
 
 
 async def test_poison_messages_are_skipped_counted_and_committed(heartbeat: Heartbeat) -> None:
-    """Undecodable records are skipped as ``decode``, logged without payload and committed."""
+    """Undecodable records are skipped as ``decode``, counted, logged once a minute, committed."""
     cluster, sink = Cluster({"t.trades": 1}), Sink()
     cluster.produce("t.trades", 0, value(0))
     poison = [b"\xff\xfe secret-payload", b"{secret-payload", b'["secret-payload"]', b"NaN", None]
     for raw in poison:
         cluster.produce("t.trades", 0, raw)
     cluster.produce("t.trades", 0, value(6))
+    bridge = make_bridge(cluster, sink)
     with capture_logs() as logs:
-        async with running(make_bridge(cluster, sink), heartbeat) as task:
+        async with running(bridge, heartbeat) as task:
             await sink.wait(2)
             await cluster.consumers[0].polls(2)  # the run carries on past the poison
             assert not task.done()
     assert [e.payload["seq"] for e in sink.events] == [0, 6]
     skipped = [e for e in logs if e["event"] == "bridge_message_skipped"]
-    assert [e["offset"] for e in skipped] == [1, 2, 3, 4, 5]
+    # Rate-limited: the first of the five is logged, the counter has all of them.
+    assert [(e["offset"], e["suppressed"]) for e in skipped] == [(1, 0)]
+    failed = {
+        s.labels["reason"]: s.value
+        for f in bridge.metric_families()
+        for s in f.samples
+        if s.name == "ingest_bridge_messages_failed_total"
+    }
+    assert failed["decode"] == 5
     assert {e["reason"] for e in skipped} == {"decode"}
     assert all(e["topic"] == "t.trades" and e["dimension"] == "trades" for e in skipped)
     assert "secret-payload" not in repr(logs)
@@ -416,3 +431,18 @@ def test_public_names_are_exported() -> None:
         if not name.startswith("_") and getattr(obj, "__module__", None) == here
     }
     assert set(bridge_module.__all__) == defined | {"FAILURE_REASONS", "METRIC_SPECS"}
+
+
+async def test_bridge_refuses_a_group_other_consumers_are_in(heartbeat: Heartbeat) -> None:
+    """A group with live members is not joined (their partitions would move) unless allowed."""
+    cluster, sink = Cluster({"t.trades": 3}), Sink()
+
+    async def two_members(group: str) -> int:
+        return 2
+
+    bridge = make_bridge(cluster, sink, group_members=two_members)
+    with capture_logs() as logs, pytest.raises(ConnectorError, match="2 other member"):
+        await bridge.run(heartbeat)
+    assert cluster.consumers[-1].topics_wanted == []
+    assert cluster.consumers[-1].stopped
+    assert [e["event"] for e in logs if e["log_level"] == "error"] == ["bridge_group_in_use"]

@@ -69,7 +69,8 @@ class Untouchable:
 
 def _make(client: Any, *, retry_after: float = 0.0, **policy: Any) -> tuple[RedisCache, list[int]]:
     touched: list[int] = []
-    settings = RedisCacheSettings(namespace="ns", **policy)
+    # The cache is opt-in; these tests are about a cache that is on unless they say otherwise.
+    settings = RedisCacheSettings(namespace="ns", **({"strategy": "institutional"} | policy))
     cache = RedisCache(
         cast("aioredis.Redis", client),
         settings,
@@ -211,7 +212,9 @@ async def test_calls_skip_redis_during_the_retry_window() -> None:
 async def test_unstarted_connector_is_an_outage_not_a_crash() -> None:
     """A cache over a connector that is not started misses instead of raising."""
     connector = RedisConnector(RedisSettings(), timeout=1.0)
-    cache = RedisCache(connector, RedisCacheSettings(), deployment="eu", retry_after=0.0)
+    cache = RedisCache(
+        connector, RedisCacheSettings(strategy="bootstrap"), deployment="eu", retry_after=0.0
+    )
     with capture_logs() as logs:
         assert await cache.get("k") is None
         assert await cache.set("k", 1) is False
@@ -247,27 +250,33 @@ async def test_refresh_publishes_last_stats_and_touches_only_on_change() -> None
 
 
 async def test_run_keeps_going_and_logs_refresh_failures_once() -> None:
-    """The refresh loop beats and marks ready every round while Redis fails, logging once."""
+    """The refresh loop reports failing, never ready, each round while Redis fails; logs once."""
     fake = FakeRedis()
     fake.fail = RedisConnectionError("Connection refused")
-    settings = RedisCacheSettings(namespace="ns", invalidate_prefixes=("p:",))
+    settings = RedisCacheSettings(
+        strategy="institutional", namespace="ns", invalidate_prefixes=("p:",)
+    )
     cache = RedisCache(cast("aioredis.Redis", fake), settings, deployment="eu", interval=0.01)
     loop = asyncio.get_running_loop()
-    readies: list[float] = []
+    failings: list[float] = []
     five = asyncio.Event()
 
-    def ready(beat: Heartbeat) -> None:
-        readies.append(beat.last_beat)
-        if len(readies) == 5:
+    def failing(beat: Heartbeat) -> None:
+        failings.append(beat.last_beat)
+        if len(failings) == 5:
             five.set()
 
-    heartbeat = Heartbeat(loop.time, on_ready=ready)
+    marked_ready: list[float] = []
+    heartbeat = Heartbeat(
+        loop.time, on_ready=lambda b: marked_ready.append(b.last_beat), on_failing=failing
+    )
     with capture_logs() as logs:
         task = asyncio.create_task(cache.run(heartbeat))
         await asyncio.wait_for(five.wait(), timeout=5)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+    assert marked_ready == []
     failed = [e for e in logs if e["event"] == "cache_refresh_failed"]
     assert len(failed) == 1
     assert failed[0]["reason"] == "refused"

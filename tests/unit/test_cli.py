@@ -80,6 +80,7 @@ def test_manifest_never_prints_a_password(url: str, canaries: tuple[str, ...]) -
         "manifest",
         TIMESCALEDB_URL=url,
         REDIS_URL="redis://default:R3dis-Cn7@cache:6379/0",
+        KAFKA_SECURITY_PROTOCOL="SASL_SSL",
         KAFKA_SASL_MECHANISM="SCRAM-SHA-512",
         KAFKA_SASL_USERNAME="kafka-svc",
         KAFKA_SASL_PASSWORD="Kf-Cn7-pw",

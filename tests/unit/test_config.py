@@ -199,6 +199,7 @@ def test_secrets_are_secretstr_and_hidden_in_dumps() -> None:
     """URLs and the SASL password are SecretStr: a plain dump shows no secret."""
     env = {
         "TIMESCALEDB_URL": f"postgresql://u:{CANARY}@h/db",
+        "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
         "KAFKA_SASL_MECHANISM": "PLAIN",
         "KAFKA_SASL_USERNAME": "svc",
         "KAFKA_SASL_PASSWORD": CANARY,
@@ -290,6 +291,8 @@ def test_build_redactor_knows_every_configured_secret() -> None:
     env = {
         "TIMESCALEDB_URL": f"postgresql://u:{CANARY}@h/db",
         "REDIS_URL": "redis://:Rd-pw-1234@h:6379/0",
+        "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "KAFKA_SASL_MECHANISM": "PLAIN",
         "KAFKA_SASL_USERNAME": "svc-user",
         "KAFKA_SASL_PASSWORD": "Kf-pw-5678",
     }
@@ -480,7 +483,13 @@ def test_every_secret_variable_has_a_file_variant(
     secret = tmp_path / "secret"
     secret.write_text(content)
     secret.chmod(0o600)
-    settings = build_institutional_ingest_config(environ={f"{variable}_FILE": str(secret)})
+    environ = {f"{variable}_FILE": str(secret)}
+    if variable.startswith("KAFKA_SASL_"):
+        # SASL settings only count together (with a SASL protocol): give the others plainly.
+        sasl = {"KAFKA_SASL_USERNAME": "u", "KAFKA_SASL_PASSWORD": "p"}
+        environ |= {"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_MECHANISM": "PLAIN"}
+        environ |= {name: value for name, value in sasl.items() if name != variable}
+    settings = build_institutional_ingest_config(environ=environ)
     section, field = read.split(".")
     value = getattr(getattr(settings.deployment(), section), field)
     plain = value if isinstance(value, str) else value.get_secret_value()

@@ -112,7 +112,8 @@ async def test_a_scrape_shows_what_the_latest_cycle_saw(
         probes.down.add("redis")
         seen = probes.calls["redis"]
         # Two more calls: the cycle after the change has been recorded.
-        await probes.called.until(lambda: probes.calls["redis"] >= seen + 2)
+        # Two cycles at the 1 s minimum interval, with room for a loaded machine.
+        await probes.called.until(lambda: probes.calls["redis"] >= seen + 2, timeout=6.0)
         _, text = await get(url + "/metrics")
     assert samples(text, "ingest_connector_up") == {"timescale": 1.0, "redis": 0.0, "kafka": 1.0}
     failures = {
@@ -199,7 +200,8 @@ async def test_only_a_second_sigint_forces_the_exit(
     with capture_logs() as logs:
         run = asyncio.create_task(daemon.run(force_exit=force_exit if with_force_exit else None))
         await started(daemon, probes)
-        await probes.called.until(lambda: probes.calls["kafka"] >= 2)  # the stuck cycle
+        # The stuck cycle is the second, one 1 s interval after the first.
+        await probes.called.until(lambda: probes.calls["kafka"] >= 2, timeout=6.0)
         os.kill(os.getpid(), signal.SIGINT)
         await cancelled.wait()  # the stop is now waiting for the stuck probe loop
         assert not run.done()

@@ -121,10 +121,13 @@ def test_masked_hosts_keep_only_ports() -> None:
 
 def test_the_manifest_topic_is_shown_only_when_published() -> None:
     """The manifest topic is named when publishing is on and null when it is off."""
-    on = _manifest(_settings(KAFKA_MANIFEST_TOPIC="ops.manifest"))
+    on = _manifest(_settings(KAFKA_MANIFEST_PUBLISH="true", KAFKA_MANIFEST_TOPIC="ops.manifest"))
     off = _manifest(_settings(KAFKA_MANIFEST_PUBLISH="false"))
+    default = _manifest(_settings(KAFKA_MANIFEST_TOPIC="ops.manifest"))
     assert on["connectors"][2]["metadata"]["manifest_topic"] == "ops.manifest"
     assert off["connectors"][2]["metadata"]["manifest_topic"] is None
+    # Publishing is opt-in: by default nothing is written to Kafka.
+    assert default["connectors"][2]["metadata"]["manifest_topic"] is None
 
 
 @pytest.mark.parametrize(

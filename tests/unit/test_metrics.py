@@ -122,3 +122,45 @@ def test_renderer_serves_cached_bytes_until_the_snapshot_changes() -> None:
     assert len(calls) == 2
     renderer.render(OPENMETRICS)
     assert len(calls) == 3
+
+
+def test_check_status_is_a_state_set_and_reason_names_the_cause() -> None:
+    """Each check has one series per status, exactly one at 1, and one reason series at 1."""
+    text = _render(_state())[0].decode()
+    samples = [s for f in text_string_to_metric_families(text) for s in f.samples]
+    for connector, check, expected, reason in (
+        ("redis", "ping", "down", "refused"),
+        ("kafka", "metadata", "ok", "none"),
+    ):
+        statuses = {
+            s.labels["status"]: s.value
+            for s in samples
+            if s.name == "ingest_check_status" and s.labels["check"] == check
+        }
+        assert statuses == {s.value: float(s.value == expected) for s in Status}, connector
+        reasons = [
+            (s.labels["reason"], s.value)
+            for s in samples
+            if s.name == "ingest_check_reason" and s.labels["check"] == check
+        ]
+        assert reasons == [(reason, 1.0)], connector
+
+
+def test_every_counter_label_value_is_present_at_zero_in_the_first_scrape() -> None:
+    """Before any probe cycle, failures per Reason per connector and cycles are 0, not absent."""
+    state = ExporterState()
+    state.set_connectors(
+        tuple(ConnectorInfo("eu", c, c, "x") for c in ("timescale", "redis", "kafka"))
+    )
+    text = _render(state)[0].decode()
+    samples = [s for f in text_string_to_metric_families(text) for s in f.samples]
+    failures = {
+        (s.labels["connector"], s.labels["reason"]): s.value
+        for s in samples
+        if s.name == "ingest_probe_failures_total"
+    }
+    assert failures == {(c, r.value): 0.0 for c in ("timescale", "redis", "kafka") for r in Reason}
+    cycles = [(s.labels, s.value) for s in samples if s.name == "ingest_probe_cycles_total"]
+    assert cycles == [({"deployment": "eu"}, 0.0)]
+    restarts = [s.value for s in samples if s.name == "ingest_supervisor_task_restarts_total"]
+    assert restarts == [2.0]

@@ -118,9 +118,10 @@ async def test_lag_seconds_is_the_age_of_the_oldest_unconsumed_message() -> None
     )
     values = {(m.name, m.labels): m.value for m in check.measurements}
     lag = "ingest_kafka_consumer_lag_messages"
-    assert values[(lag, (("topic", "orders"), ("partition", "0")))] == 2.0
-    assert values[(lag, (("topic", "orders"), ("partition", "1")))] == 0.0
-    age = values[("ingest_kafka_consumer_lag_seconds", (("topic", "orders"),))]
+    group = ("group", "bridge")
+    assert values[(lag, (group, ("topic", "orders"), ("partition", "0")))] == 2.0
+    assert values[(lag, (group, ("topic", "orders"), ("partition", "1")))] == 0.0
+    age = values[("ingest_kafka_consumer_lag_seconds", (group, ("topic", "orders")))]
     assert 29.0 <= age <= 32.0  # the record at offset 1, not the newest or the oldest
     assert consumer.paused == consumer.assigned  # no background fetching afterwards
 
@@ -166,7 +167,8 @@ async def test_caught_up_group_has_zero_lag_seconds_without_fetching() -> None:
         reset="earliest",
         deadline=_loop_deadline(),
     )
-    assert ("ingest_kafka_consumer_lag_seconds", (("topic", "orders"),), 0.0) in [
+    labels = (("group", "g"), ("topic", "orders"))
+    assert ("ingest_kafka_consumer_lag_seconds", labels, 0.0) in [
         (m.name, m.labels, m.value) for m in check.measurements
     ]
     assert consumer.fetches == 0
@@ -304,4 +306,4 @@ def test_metric_specs_follow_the_naming_rules(item: Any) -> None:
     assert item.name.startswith("ingest_kafka_")
     assert item.type == "gauge"
     assert item.labels[0] == "deployment"
-    assert set(item.labels) <= {"deployment", "topic", "partition"}
+    assert set(item.labels) <= {"deployment", "group", "state", "topic", "partition"}

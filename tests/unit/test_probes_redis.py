@@ -188,7 +188,9 @@ def _by_name(checks: Sequence[Check]) -> dict[str, Check]:
 
 async def test_probe_reports_every_check_from_one_pipeline() -> None:
     """PING, role, memory and cache_keys all report, the last three from one round trip."""
-    probe = _probe(REPLIES, RedisCacheSettings(namespace="ns", max_keys=5))
+    probe = _probe(
+        REPLIES, RedisCacheSettings(strategy="institutional", namespace="ns", max_keys=5)
+    )
     checks = _by_name(await probe())
     assert list(checks) == ["ping", "role", "memory", "cache_keys"]
     assert all(c.status is Status.OK for c in checks.values())
@@ -208,7 +210,9 @@ async def test_refused_info_leaves_its_check_unknown() -> None:
     """An ACL refusing INFO makes role and memory unknown/permission; the rest still report."""
     denied = NoPermissionError("User probe has no permissions to run the 'info' command")
     replies = {**REPLIES, "info replication": denied, "info memory": denied, "info stats": denied}
-    checks = _by_name(await _probe(replies, RedisCacheSettings(namespace="ns"))())
+    checks = _by_name(
+        await _probe(replies, RedisCacheSettings(strategy="institutional", namespace="ns"))()
+    )
     assert (checks["role"].status, checks["role"].reason) == (Status.UNKNOWN, Reason.PERMISSION)
     assert checks["memory"].reason is Reason.PERMISSION
     assert checks["ping"].status is Status.OK
@@ -216,17 +220,20 @@ async def test_refused_info_leaves_its_check_unknown() -> None:
 
 
 async def test_wrong_password_is_classified_auth() -> None:
-    """A WRONGPASS at connect becomes one down result with reason auth."""
+    """A WRONGPASS at connect makes ping down with reason auth, the other checks unknown/auth."""
     error = AuthenticationError("WRONGPASS invalid username-password pair or user is disabled.")
     probe = _probe(REPLIES, RedisCacheSettings(), ping_error=error)
-    [result] = await ProbeRunner(default_timeout=1.0).run_one(probe)
+    result, *rest = await ProbeRunner(default_timeout=1.0).run_one(probe)
     assert (result.check, result.status, result.reason) == ("ping", Status.DOWN, Reason.AUTH)
+    assert [(r.check, r.status, r.reason) for r in rest] == [
+        (name, Status.UNKNOWN, Reason.AUTH) for name in probe.checks[1:]
+    ]
 
 
 async def test_evicted_keys_are_exposed_as_a_counter() -> None:
     """The mirrored evicted_keys counter is scraped as ingest_redis_evicted_keys_total."""
     replies = {**REPLIES, "info stats": {"evicted_keys": 12}}
-    probe = _probe(replies, RedisCacheSettings(namespace="ns"))
+    probe = _probe(replies, RedisCacheSettings(strategy="institutional", namespace="ns"))
     results = tuple(await ProbeRunner(default_timeout=1.0).run_one(probe))
     state = ExporterState()
     state.record(ConnectivityReport("local", 0.0, 0.0, results))

@@ -32,6 +32,7 @@ def _facts(**changes: Any) -> dict[str, Any]:
         "has_hypertables": True,
         "has_job_stats": True,
         "has_job_errors": True,
+        "timeline": 1,
     }
     facts.update(changes)
     return facts
@@ -183,6 +184,7 @@ async def test_healthy_primary_reports_every_check_on_one_connection() -> None:
     named = _by_name(checks)
     assert _values(named["connect"], "ingest_timescale_server_version") == {(): 150020.0}
     assert named["connect"].latency_seconds is not None
+    assert _values(named["recovery"], "ingest_timescale_timeline") == {(): 1.0}
     dimension = named["dimension:trades"]
     labels = (("dimension", "trades"),)
     assert _values(dimension, "ingest_dimension_freshness_seconds") == {labels: 2.5}
@@ -566,3 +568,16 @@ def test_history_is_kept_per_connector() -> None:
 def test_all_lists_real_exports(mod: Any) -> None:
     """Every name in __all__ exists in the module."""
     assert [name for name in mod.__all__ if not hasattr(mod, name)] == []
+
+
+@pytest.mark.parametrize(("timeline", "expected"), [(3, {(): 3.0}), (None, {})])
+async def test_timeline_is_a_gauge_of_the_servers_timeline(
+    timeline: int | None, expected: dict[tuple[tuple[str, str], ...], float]
+) -> None:
+    """The recovery check publishes the timeline as it is (absent when the server hides it)."""
+    server = FakeServer(facts=_facts(in_recovery=True, timeline=timeline))
+    probe, _ = _probe(server)
+    named = _by_name(await probe())
+    assert _values(named["recovery"], "ingest_timescale_timeline") == expected
+    shown = f"standby (in recovery), timeline {timeline}" if timeline else "standby (in recovery)"
+    assert named["recovery"].detail == shown

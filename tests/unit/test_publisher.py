@@ -436,6 +436,7 @@ async def test_the_bundle_wires_its_publisher_from_settings_snapshot_and_redacto
     settings = build_institutional_ingest_config(
         environ={
             "INGEST_DEPLOYMENT": "ap-2",
+            "KAFKA_MANIFEST_PUBLISH": "true",
             "KAFKA_MANIFEST_TOPIC": "ops.manifest",
             "KAFKA_MANIFEST_INTERVAL_SECONDS": "60",
             "REDIS_URL": f"redis://:{SECRET}@127.0.0.1:6379/0",

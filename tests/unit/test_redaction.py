@@ -455,3 +455,34 @@ def test_an_at_sign_in_a_query_value_never_exposes_the_secret_tail() -> None:
     output = redact_url("postgresql:///db?host=/tmp&password=Sec9ret@TailLeak7")
     assert "TailLeak7" not in output
     assert "Sec9ret" not in output
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "AuthenticationError: WRONGPASS invalid username-password pair",
+            "AuthenticationError: WRONGPASS invalid username-password pair",
+        ),
+        (
+            "SaslAuthenticationFailed: Authentication failed for user probe",
+            "SaslAuthenticationFailed: Authentication failed for user probe",
+        ),
+        (
+            "AuthenticationError: password=hunter2 rejected",
+            "AuthenticationError: password=*** rejected",
+        ),
+        (
+            "AuthenticationError: redis://u:hunter2@h:6379/0",
+            "AuthenticationError: redis://u:***@h:6379/0",
+        ),
+        ("AuthToken: hunter2", "AuthToken: ***"),
+        ("Authorization: Bearer hunter2", "Authorization: ***"),
+    ],
+)
+def test_an_exception_name_is_not_a_secret_key_but_its_message_is_still_scrubbed(
+    text: str, expected: str
+) -> None:
+    """A driver's ``XxxError: message`` keeps its message; secrets inside it are still masked."""
+    assert redact_text(text) == expected
+    assert "hunter2" not in redact_text(text, ["hunter2"])

@@ -208,3 +208,53 @@ def test_operator_probes_merge_with_builtins() -> None:
         ("operator", "orders_api"),
     ]
     assert merged[0] is override
+
+
+async def test_a_raising_probe_still_reports_every_declared_check() -> None:
+    """A probe that raises reports its own check down and each other declared one unknown."""
+
+    class Declared:
+        connector, name, timeout = "svc", "ping", None
+        checks = ("ping", "role", "memory")
+        fail = False
+
+        async def __call__(self) -> list[Check]:
+            if self.fail:
+                raise ConnectionRefusedError("refused")
+            return [Check("ping"), Check("role"), Check("memory"), Check("extra")]
+
+    probe = Declared()
+    runner = ProbeRunner(default_timeout=1)
+    healthy = await runner.run_one(probe)
+    probe.fail = True
+    outage = await runner.run_one(probe)
+    assert [r.check for r in outage] == [r.check for r in healthy]
+    assert [(r.status, r.reason) for r in outage] == [
+        (Status.DOWN, Reason.REFUSED),
+        *[(Status.UNKNOWN, Reason.REFUSED)] * 3,
+    ]
+    assert "ping is down (refused)" in outage[1].detail
+
+
+async def test_an_undeclared_probe_failure_name_is_not_remembered_as_a_check() -> None:
+    """An operator probe's whole-run failure fills its real checks, never adds its own name."""
+    fail = True
+
+    async def multi() -> list[Check]:
+        if fail:
+            raise TimeoutError
+        return [Check("a"), Check("b")]
+
+    runner = ProbeRunner(default_timeout=1)
+    probe = FunctionProbe("c", "multi", multi)
+    assert [r.check for r in await runner.run_one(probe)] == ["multi"]
+    fail = False
+    assert [r.check for r in await runner.run_one(probe)] == ["a", "b"]
+    fail = True
+    assert [(r.check, r.status) for r in await runner.run_one(probe)] == [
+        ("multi", Status.DOWN),
+        ("a", Status.UNKNOWN),
+        ("b", Status.UNKNOWN),
+    ]
+    fail = False
+    assert [r.check for r in await runner.run_one(probe)] == ["a", "b"]

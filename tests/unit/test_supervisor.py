@@ -584,3 +584,28 @@ async def test_cancel_stops_only_the_named_tasks(make: Make) -> None:
     assert info_of(supervisor, "other").state is TaskState.RUNNING
     supervisor.create(forever, name="mine")  # the name is free again
     assert await supervisor.cancel_all(timeout=1.0) is True
+
+
+async def test_a_failing_heartbeat_reports_the_task_down_until_ready(make: Make) -> None:
+    """failing() turns `up` off while the task keeps running (no restart); ready() turns it on."""
+    supervisor, watcher = make()
+    step = asyncio.Event()
+
+    async def retries(heartbeat: Heartbeat) -> None:
+        heartbeat.ready()
+        await step.wait()
+        step.clear()
+        heartbeat.failing()
+        await step.wait()
+        heartbeat.ready()
+        await asyncio.Event().wait()
+
+    supervisor.create(retries, name="cache")
+    await watcher.until(lambda: info_of(supervisor, "cache").up)
+    step.set()
+    await watcher.until(lambda: not info_of(supervisor, "cache").up)
+    info = info_of(supervisor, "cache")
+    assert (info.state, info.failing, info.restarts) == (TaskState.RUNNING, True, 0)
+    step.set()
+    await watcher.until(lambda: info_of(supervisor, "cache").up)
+    assert not info_of(supervisor, "cache").failing

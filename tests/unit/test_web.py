@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.probes.base import ConnectivityReport, ProbeResult, Reason, Status
 from exporter.state import ConnectorInfo, ExporterState
-from exporter.telemetry.metrics import IngestCollector, MetricsRenderer
+from exporter.telemetry.metrics import IngestCollector, MetricsRenderer, runtime_registry
 from exporter.telemetry.web import WebApp, build_app, scrape_budget
 from exporter.telemetry.webconfig import WebConfig
 
@@ -82,7 +83,7 @@ async def serve(
     registry.register(IngestCollector(state))
     handlers = WebApp(
         state,
-        MetricsRenderer(registry, state),
+        MetricsRenderer(registry, state, live=runtime_registry()),
         manifests=lambda: [{"deployment": "eu"}],
         targets=targets,
         probe_timeout=2.0,
@@ -199,6 +200,19 @@ async def test_probe_returns_only_the_target_series() -> None:
     assert values[("ingest_connector_up", "redis")] == 0.0
     assert values[("ingest_probe_success", "")] == 0.0
     assert values[("ingest_probe_target_duration_seconds", "")] == pytest.approx(0.003)
+    # The same status state set and reason as /metrics, so one alert rule fits both.
+    at_one = {
+        (s.name, s.labels["connector"], s.labels.get("status") or s.labels.get("reason"))
+        for f in families
+        for s in f.samples
+        if s.name in {"ingest_check_status", "ingest_check_reason"} and s.value == 1
+    }
+    assert at_one == {
+        ("ingest_check_status", "redis", "down"),
+        ("ingest_check_reason", "redis", "refused"),
+        *(("ingest_check_status", c, "ok") for c in CONNECTORS if c != "redis"),
+        *(("ingest_check_reason", c, "none") for c in CONNECTORS if c != "redis"),
+    }
     names = {f.name for f in families}
     # Counters since start and the histogram belong to /metrics, not to one probe.
     assert not names & {"ingest_probe_failures", "ingest_probe_cycles"}
@@ -323,3 +337,33 @@ async def test_configured_headers_are_added_to_every_answer() -> None:
         for path in ("/metrics", "/nope"):
             response = await client.get(path)
             assert response.headers["X-Frame-Options"] == "deny", path
+
+
+@pytest.mark.parametrize("path", ["/metrics", "/probe?target=eu"])
+async def test_expositions_are_gzipped_when_the_client_asks(path: str) -> None:
+    """With Accept-Encoding: gzip the body is gzip and decodes to the plain exposition."""
+    async with serve(targets={"eu": FakeTarget(_report("eu"))}) as client:
+        zipped = await client.get(path, headers={"Accept-Encoding": "gzip"}, auto_decompress=False)
+        assert zipped.headers["Content-Encoding"] == "gzip"
+        text = gzip.decompress(await zipped.read()).decode()
+        plain = await client.get(path, headers={"Accept-Encoding": "identity"})
+        assert "Content-Encoding" not in plain.headers
+        refused = await client.get(path, headers={"Accept-Encoding": "deflate, gzip;q=0"})
+        assert "Content-Encoding" not in refused.headers
+        assert "ingest_connector_up" in text
+        assert "ingest_connector_up" in await plain.text()
+
+
+@pytest.mark.parametrize("accept", ["", "application/openmetrics-text; version=1.0.0"])
+async def test_metrics_carry_the_process_and_python_runtime_families(accept: str) -> None:
+    """/metrics has process_* and python_* (fresh each scrape) in both formats, one # EOF."""
+    async with serve() as client:
+        response = await client.get("/metrics", headers={"Accept": accept})
+        text = await response.text()
+    assert "process_resident_memory_bytes " in text
+    assert "process_cpu_seconds_total " in text
+    assert "python_info{" in text
+    assert "python_gc_collections_total{" in text
+    assert text.count("# EOF") == (1 if accept else 0)
+    if accept:
+        assert text.endswith("# EOF\n")
