@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from exporter.config import build_institutional_ingest_config
 from exporter.errors import ConfigError
 from exporter.manifest import build_manifest, connector_infos, failover_metadata
+from exporter.probes._kafka_groups import check_name
 from exporter.redaction import Redactor, redact_text, redact_url
 from exporter.telemetry.tracing import configure_tracing
 from exporter.telemetry.webconfig import load_web_config
@@ -36,6 +37,7 @@ _PLAIN_FIELDS = (
     "KAFKA_CLIENT_ID",
     "TIMESCALE_APPLICATION_NAME",
     "KAFKA_INGEST_CONSUMER_GROUP",
+    "KAFKA_LAG_GROUPS",
     "REDIS_CACHE_NAMESPACE",
     "REDIS_CACHE_INVALIDATE_PREFIXES",
     "INGEST_WEB_LISTEN_ADDRESS",
@@ -143,6 +145,9 @@ def test_credentials_in_plain_fields_are_never_echoed(generated: tuple[Planted, 
             )
             surfaces["labels"] = repr(connector_infos(config))
             surfaces["failover"] = json.dumps(failover_metadata(config))
+            # Each lag group entry names a check: a label on /metrics and /api/v1/connectivity.
+            lag_groups = (g for d in config.deployments for g in d.kafka.lag.groups)
+            surfaces["check names"] = repr([check_name(g) for g in lag_groups])
     _assert_clean(surfaces, planted)
 
 
