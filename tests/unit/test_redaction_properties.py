@@ -61,13 +61,19 @@ def _assert_clean(surfaces: dict[str, str], planted: object) -> None:
 @given(
     st.one_of(postgres_url("db.internal", 5432), redis_url("cache.internal", 6379)),
     st.sampled_from(["connect to {} failed", "{}", "dsn={} status=down", "error: '{}'."]),
+    st.sampled_from(["TIMESCALEDB_URL", "TIMESCALE_REPLICA_URL", "TIMESCALE_WRITE_URL"]),
 )
-def test_redactor_masks_every_generated_url(planted: Planted, template: str) -> None:
+def test_redactor_masks_every_generated_url(
+    planted: Planted, template: str, pg_variable: str
+) -> None:
     """redact_url, redact_text and a Redactor knowing the settings' secrets leave no canary.
 
-    Without the secrets, free text is only scrubbed up to the documented limit: a URL in
-    prose ends at whitespace or a quote, so only URLs without those are checked that way.
+    A PostgreSQL URL goes into the primary, replica or write-endpoint variable. Without the
+    secrets, free text is only scrubbed up to the documented limit: a URL in prose ends at
+    whitespace or a quote, so only URLs without those are checked that way.
     """
+    if "TIMESCALEDB_URL" in planted.env:
+        planted.env[pg_variable] = planted.env.pop("TIMESCALEDB_URL")
     (url,) = planted.env.values()
     surfaces = {"redact_url": redact_url(url)}
     if not _PROSE_END_RE.search(url):
@@ -79,9 +85,17 @@ def test_redactor_masks_every_generated_url(planted: Planted, template: str) -> 
     else:
         # What a driver can print: the URL as configured (normalised) and its password.
         redactor = Redactor(config.secret_values())
-        deployment = config.deployments[0]
-        for name, configured in (("timescale", deployment.timescale), ("redis", deployment.redis)):
-            text = configured.url.get_secret_value()
+        timescale, redis = config.deployments[0].timescale, config.deployments[0].redis
+        configured = {
+            "timescale": timescale.url,
+            "replica": timescale.replica_url,
+            "write": timescale.write_url,
+            "redis": redis.url,
+        }
+        for name, secret_url in configured.items():
+            if secret_url is None:
+                continue
+            text = secret_url.get_secret_value()
             # The configured URL has its user-info percent-encoded: its last '@' ends it.
             password = text.partition("://")[2].rpartition("@")[0].partition(":")[2]
             surfaces[f"redactor {name}"] = redactor(template.format(text))
@@ -89,6 +103,7 @@ def test_redactor_masks_every_generated_url(planted: Planted, template: str) -> 
             surfaces[f"redactor {name} decoded"] = redactor(template.format(unquote(password)))
         surfaces["manifest"] = build_manifest(config, config.deployments[0]).model_dump_json()
         surfaces["labels"] = repr(connector_infos(config))
+        surfaces["failover"] = json.dumps(failover_metadata(config))
     _assert_clean(surfaces, planted)
 
 
