@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ENV := . .services/env &&
 
-.PHONY: run test lint unit integration docs soak services services-stop tools venv clean
+.PHONY: run test lint unit integration docs dashboards soak services services-stop tools venv clean
 
 run: venv services
 	$(ENV) exec $(BIN)/ingest-exporter run
@@ -23,8 +23,8 @@ integration: venv tools services
 	$(ENV) $(BIN)/pytest tests/integration
 
 lint: venv
-	$(BIN)/ruff check exporter tests bench
-	$(BIN)/ruff format --check exporter tests bench
+	$(BIN)/ruff check exporter tests bench grafana deploy
+	$(BIN)/ruff format --check exporter tests bench grafana deploy
 	$(BIN)/mypy
 
 # 30 minutes at a 1 s probe interval with a fault every 30 s; not part of `make test`.
@@ -35,6 +35,11 @@ docs: venv
 	$(BIN)/python -m exporter.telemetry.catalog README.md
 	$(BIN)/python -m exporter.drills docs/failover-drill-snapshot.schema.json
 
+# Regenerate the committed Grafana dashboards and Prometheus rules (a test fails on drift).
+dashboards: venv
+	$(BIN)/python -m grafana.generate
+	$(BIN)/python -m deploy.prometheus.generate
+
 venv: $(STAMP)
 
 # Reinstall when the pins or the project metadata change.
@@ -42,7 +47,7 @@ $(STAMP): pyproject.toml constraints.txt
 	bash scripts/bootstrap.sh "$(PYTHON)" "$(VENV)"
 	touch $@
 
-# Prometheus and promtool for the end-to-end tests (Debian packages).
+# Prometheus (promtool), Alertmanager (amtool) and Chromium for the integration tests (Debian).
 tools:
 	bash scripts/tools.sh
 

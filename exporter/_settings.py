@@ -265,6 +265,15 @@ class WebSettings(_Frozen):
         return int(self.listen_address.rpartition(":")[2])
 
 
+class HistorySettings(_Frozen):
+    """How many probe cycles the status page keeps per deployment (in memory only)."""
+
+    cycles: int = Field(100, ge=1, le=10_000)
+    # Failed cycles are also kept apart, so a burst of healthy ones does not push them out.
+    failed_cycles: int = Field(100, ge=0, le=10_000)
+    log_lines_per_cycle: int = Field(100, ge=0, le=10_000)
+
+
 class LogSettings(_Frozen):
     """Log level and format."""
 
@@ -287,6 +296,7 @@ class IngestSettings(_Frozen):
     supervisor: SupervisorSettings = SupervisorSettings()
     web: WebSettings = WebSettings()
     log: LogSettings = LogSettings()
+    history: HistorySettings = HistorySettings()
 
     @field_validator("dimensions", mode="before")
     @classmethod
@@ -360,7 +370,10 @@ class IngestSettings(_Frozen):
             timescale = deployment.timescale
             extra = [u for u in (timescale.replica_url, timescale.write_url) if u is not None]
             for url in (timescale.url, deployment.redis.url, *extra):
-                values += [url.get_secret_value(), *url_secrets(url.get_secret_value())]
+                secrets = url_secrets(url.get_secret_value())
+                # The whole URL too when it holds a secret (a driver may echo it); a URL
+                # without one stays readable in logs and errors.
+                values += [url.get_secret_value(), *secrets] if secrets else []
             kafka = deployment.kafka
             if kafka.sasl_password is not None:
                 values.append(kafka.sasl_password.get_secret_value())

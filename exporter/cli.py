@@ -245,7 +245,7 @@ def _dispatch(args: argparse.Namespace, settings: IngestSettings, report: Config
         code = _drill(args, settings, redactor)
         _exit_soon(code)
         return code
-    return _run(settings, redactor)
+    return _run(settings, redactor, report, exposed)
 
 
 def _print_unknown(report: ConfigReport) -> None:
@@ -346,11 +346,17 @@ async def _probe(
     return EXIT_OK if all(r.ok for r in reports) else EXIT_FAILURE
 
 
-def _run(settings: IngestSettings, redactor: Redactor) -> int:
+def _run(
+    settings: IngestSettings, redactor: Redactor, report: ConfigReport, exposed: Sequence[str]
+) -> int:
     from exporter.daemon import Daemon
+    from exporter.telemetry.status_view import config_warnings
+
+    # The status page repeats the start's configuration warnings for whoever opens it later.
+    warnings = config_warnings(report, exposed)
 
     async def serve() -> None:
-        daemon = Daemon(settings, redactor=redactor)
+        daemon = Daemon(settings, redactor=redactor, config_warnings=warnings)
         await daemon.run(force_exit=lambda: _exit_now(EXIT_INTERRUPTED))
         # The stop is bounded; asyncio.run's clean-up of what it left behind is not.
         _exit_soon(EXIT_OK)

@@ -37,6 +37,7 @@ from exporter._settings import (
     CACHE_PRESETS,
     DeploymentSettings,
     DimensionSettings,
+    HistorySettings,
     IngestSettings,
     KafkaSettings,
     LogSettings,
@@ -59,6 +60,7 @@ __all__ = [
     "DeploymentSettings",
     "DimensionSettings",
     "DrillObjectives",
+    "HistorySettings",
     "IngestSettings",
     "KafkaLagSettings",
     "KafkaSettings",
@@ -135,6 +137,9 @@ ENVIRONMENT: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("INGEST_WEB_LISTEN_ADDRESS",), "web.listen_address", "host:port"),
     (("INGEST_LOG_LEVEL",), "log.level", "log level"),
     (("INGEST_LOG_FORMAT",), "log.format", "auto|json|console"),
+    (("INGEST_HISTORY_CYCLES",), "history.cycles", "probe cycles kept per deployment"),
+    (("INGEST_HISTORY_FAILED_CYCLES",), "history.failed_cycles", "failed cycles kept besides"),
+    (("INGEST_HISTORY_LOG_LINES",), "history.log_lines_per_cycle", "log lines kept per cycle"),
 )
 
 # Top-level file keys that are deployment settings (every deployment inherits them).

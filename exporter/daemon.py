@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import structlog
@@ -18,6 +18,7 @@ from exporter.config import IngestSettings, build_redactor
 from exporter.drills.http import DrillRoutes
 from exporter.drills.service import FailoverDrills
 from exporter.errors import ListenError
+from exporter.history import ProbeHistory
 from exporter.manifest import connector_infos
 from exporter.probes.base import Probe
 from exporter.provisioner import InstitutionalIngestProvisioner, InstitutionalIngestServices
@@ -55,13 +56,19 @@ class Daemon:
         *,
         redactor: Redactor | None = None,
         probes: Sequence[Probe] = (),
+        config_warnings: Sequence[Mapping[str, Any]] = (),
     ) -> None:
         self.settings = settings
+        #: What the CLI warned about at start, shown on the status page.
+        self.config_warnings = config_warnings
         # Read first: a bad web config fails before anything is built (exit 2 from the CLI).
         config_file = settings.web.config_file
         self.web_config = load_web_config(config_file) if config_file else WebConfig()
         self.redactor = redactor or build_redactor(settings)
-        self.state = ExporterState()
+        history = settings.history
+        self.state = ExporterState(
+            ProbeHistory(cycles=history.cycles, failed_cycles=history.failed_cycles)
+        )
         self.supervisor = TaskSupervisor(redact=self.redactor, on_change=self.state.touch)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(IngestCollector(self.state, tasks=self.supervisor.describe))
@@ -106,6 +113,10 @@ class Daemon:
             manifests=self.manifests,
             targets={services.name: services for services in self.services},
             probe_timeout=self.settings.probes.timeout_seconds,
+            tasks=self.supervisor.describe,
+            refresh_seconds=self.settings.probes.interval_seconds,
+            drills=self.drills.recent,
+            config_warnings=self.config_warnings,
         )
         app = build_app(
             handlers,

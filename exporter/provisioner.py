@@ -100,7 +100,11 @@ class InstitutionalIngestServices:
             tracer=tracer,
             span_attributes=probe_span_attributes(deployment),
         )
-        self.scheduler = ProbeScheduler(self, interval=settings.probes.interval_seconds)
+        self.scheduler = ProbeScheduler(
+            self,
+            interval=settings.probes.interval_seconds,
+            log_lines=settings.history.log_lines_per_cycle,
+        )
         self.event_bus: EventBus = event_bus or CallbackBus(_observe_only)
         self.cache: RedisCache | None = None
         if deployment.redis.cache.enabled:

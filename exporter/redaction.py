@@ -153,7 +153,9 @@ def url_secrets(url: str) -> list[str]:
         The non-empty pieces, without duplicates.
     """
     raw = url.strip().partition("://")[2]
-    candidates = [authority(url).partition("@")[0].partition(":")[2]]
+    userinfo, at, _ = authority(url).partition("@")
+    # Without an '@' there is no user-info: what follows a ':' is a port, not a password.
+    candidates = [userinfo.partition(":")[2]] if at else []
     parts = split_url(url)
     if parts is not None and parts.password is not None:
         candidates.append(parts.password)

@@ -10,6 +10,7 @@ from exporter.checklog import CheckLog
 from exporter.probes.base import ConnectivityReport
 from exporter.state import ExporterState
 from exporter.supervisor import Heartbeat
+from exporter.telemetry.cycle_log import capture_cycle_log
 
 __all__ = ["IngestJob", "ProbeScheduler", "periodic"]
 
@@ -26,9 +27,10 @@ class _Reporter(Protocol):
 class ProbeScheduler:
     """Run one probe cycle per interval, store it in the snapshot and log what changed."""
 
-    def __init__(self, services: _Reporter, *, interval: float) -> None:
+    def __init__(self, services: _Reporter, *, interval: float, log_lines: int = 100) -> None:
         self._services = services
         self.interval = interval
+        self.log_lines = log_lines
         self.cycles = 0
         self._log = CheckLog()
 
@@ -38,10 +40,13 @@ class ProbeScheduler:
         next_at = loop.time()
         while True:
             heartbeat.beat()
-            report = await self._services.connectivity_report()
-            self._services.state.record(report)
+            # The cycle's own log lines (its transitions and per-check lines included), for its
+            # page under /probes/{id}.
+            with capture_cycle_log(self.log_lines) as cycle_log:
+                report = await self._services.connectivity_report()
+                self._log.observe(report)
+            self._services.state.record(report, cycle_log.close(), dropped=cycle_log.dropped)
             self.cycles += 1
-            self._log.observe(report)
             heartbeat.ready()
             next_at = max(next_at + self.interval, loop.time())
             await asyncio.sleep(next_at - loop.time())

@@ -6,13 +6,15 @@ import bisect
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from prometheus_client.core import Metric
 
+from exporter.history import ProbeHistory
 from exporter.probes.base import ConnectivityReport
+from exporter.telemetry.cycle_log import LogLine
 
 __all__ = [
     "DURATION_BUCKETS",
@@ -75,8 +77,10 @@ class ExporterState:
     the counters while they change.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, history: ProbeHistory | None = None) -> None:
         self.version = 0
+        # Recent cycles for the status page; not part of the metrics.
+        self.history = history or ProbeHistory()
         self.started_at = time.time()
         self.reports: dict[str, ConnectivityReport] = {}
         self.failures: Counter[tuple[str, str, str]] = Counter()
@@ -113,8 +117,11 @@ class ExporterState:
         self.failover = metadata
         self.touch()
 
-    def record(self, report: ConnectivityReport) -> None:
-        """Store a finished probe cycle and add it to the cumulative counters."""
+    def record(
+        self, report: ConnectivityReport, log_lines: Sequence[LogLine] = (), *, dropped: int = 0
+    ) -> None:
+        """Store a finished probe cycle (and the log lines it produced) and count it."""
+        self.history.add(report, log_lines, dropped=dropped)
         deployment = report.deployment
         with self._lock:
             self.reports[deployment] = report

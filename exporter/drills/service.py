@@ -23,6 +23,7 @@ from exporter.connectors.redis import RedisConnector
 from exporter.drills.lock import DrillLock
 from exporter.drills.metrics import DrillMetrics
 from exporter.drills.plan import DrillPlan, DrillTarget, Scenario, plan_failover_drill
+from exporter.drills.recent import RecentDrills
 from exporter.drills.report import FailoverDrillSnapshot
 from exporter.drills.runner import execute_failover_drill
 from exporter.drills.store import DrillStore
@@ -154,6 +155,8 @@ class FailoverDrills:
         self.tracer = tracer
         self.metrics = DrillMetrics(settings, on_change=state.touch)
         state.add_source(self.metrics)
+        # What the status page shows: it reads memory, never Redis.
+        self.recent = RecentDrills(enabled=settings.failover_drill.enabled)
         self._running: dict[str, asyncio.Task[FailoverDrillSnapshot]] = {}
 
     def _bundle(self, deployment: str | None) -> DrillBundle:
@@ -200,8 +203,12 @@ class FailoverDrills:
         self, bundle: DrillBundle, plan: DrillPlan, lock: DrillLock
     ) -> FailoverDrillSnapshot:
         snapshot = await run_locked(bundle, plan, lock, tracer=self.tracer)
-        self.metrics.observe(snapshot)
+        self._observe(snapshot)
         return snapshot
+
+    def _observe(self, snapshot: FailoverDrillSnapshot) -> None:
+        self.metrics.observe(snapshot)
+        self.recent.observe(snapshot)
 
     def start_jobs(self, supervisor: TaskSupervisor) -> None:
         """Start the supervised jobs (drills on): the gauges' refresh, the optional schedule."""
@@ -251,12 +258,15 @@ class FailoverDrills:
             _log.warning("drill_schedule_refused", deployment=deployment, reason=str(exc))
 
     async def refresh(self, heartbeat: Heartbeat) -> None:
-        """Publish the last drills of every replica as gauges: read Redis every interval."""
+        """Publish every replica's last drills (gauges, status page): read Redis each interval."""
         interval = self.settings.probes.interval_seconds
         while True:
+            markers = []
             for store in self.stores():
                 for record in reversed(await store.records()):
-                    self.metrics.observe(record)
+                    self._observe(record)
+                markers += await store.running()
+            self.recent.set_running(markers)
             heartbeat.ready()
             await asyncio.sleep(interval)
 

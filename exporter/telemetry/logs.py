@@ -15,6 +15,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from opentelemetry import trace
 
 from exporter.redaction import Redactor
+from exporter.telemetry.cycle_log import CaptureCycleLog, drop_below, keep_for_cycle
 from exporter.telemetry.tracing import span_ids
 
 __all__ = [
@@ -150,19 +151,23 @@ def configure_logging(
         if fmt == "console"
         else structlog.processors.JSONRenderer(sort_keys=False)
     )
+    redactor = redactor or Redactor()
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.format_exc_info,
         add_trace_context,
+        # The status page's per-cycle log lines (redacted there too), any level.
+        CaptureCycleLog(redactor),
     ]
-    # Last before rendering, so nothing added by an earlier processor escapes it.
-    shared.append(RedactProcessor(redactor or Redactor()))
     numeric = _LEVELS.get(level, logging.ERROR)
+    # Last before rendering, so nothing added by an earlier processor escapes it.
+    redact = RedactProcessor(redactor)
     structlog.configure(
-        processors=[*shared, renderer],
-        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        # Debug events reach the processors only while a probe cycle captures them.
+        processors=[keep_for_cycle(numeric), *shared, drop_below(numeric), redact, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
         logger_factory=structlog.PrintLoggerFactory(sink),
         cache_logger_on_first_use=False,
     )
@@ -173,6 +178,7 @@ def configure_logging(
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 *shared[1:],
+                redact,
                 renderer,
             ],
             foreign_pre_chain=[structlog.stdlib.add_logger_name, structlog.stdlib.ExtraAdder()],

@@ -7,27 +7,30 @@ probes on demand (the blackbox-exporter pattern: one scrape job, one target per 
 from __future__ import annotations
 
 import asyncio
-import html
 import json
 import math
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from aiohttp import hdrs, web
 from aiohttp.web import ContentCoding
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import Metric
+from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
-from exporter import __version__
+from exporter.history import ProbeCycle
 from exporter.metricspec import MetricSpec, family, spec
 from exporter.probes.base import ConnectivityReport, ProbeResult, Status
 from exporter.reasons import Reason
 from exporter.state import ExporterState
 from exporter.telemetry._exposition import negotiate
+from exporter.telemetry.drill_pages import DrillSource
 from exporter.telemetry.metrics import EXPOSED_NAMES, MEASUREMENTS, IngestCollector, MetricsRenderer
+from exporter.telemetry.status_routes import StatusPages
+from exporter.telemetry.status_view import StatusView
 from exporter.telemetry.webconfig import AUTH_REALM, BasicAuth, WebConfig
 
 __all__ = [
@@ -68,16 +71,6 @@ _PROBE_FAMILIES = frozenset(
 )
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
-_LINKS = (
-    ("/metrics", "Prometheus metrics"),
-    ("/-/healthy", "liveness"),
-    ("/-/ready", "readiness (first probe cycle done)"),
-    ("/api/v1/manifest", "connector manifest (redacted)"),
-    ("/api/v1/connectivity", "last connectivity report"),
-    ("/api/v1/failover", "failover-drill settings"),
-    ("/api/v1/drills", "failover drills: running and last 50 (POST starts one)"),
-)
-
 
 class ProbeTarget(Protocol):
     """One deployment ``/probe`` can probe (an ``InstitutionalIngestServices``)."""
@@ -110,12 +103,26 @@ class WebApp:
         manifests: Callable[[], Sequence[Mapping[str, Any]]],
         targets: Mapping[str, ProbeTarget] | None = None,
         probe_timeout: float = 5.0,
+        tasks: Callable[[], Iterable[Any]] = tuple,
+        refresh_seconds: float = 15.0,
+        drills: DrillSource | None = None,
+        config_warnings: Sequence[Mapping[str, Any]] = (),
     ) -> None:
         self.state = state
         self.renderer = renderer
         self.manifests = manifests
         self.targets: Mapping[str, ProbeTarget] = targets or {}
         self.probe_timeout = probe_timeout
+        view = StatusView(
+            state,
+            manifests=manifests,
+            tasks=tasks,
+            targets=self.targets,
+            refresh_seconds=refresh_seconds,
+            drills=drills,
+            warnings=config_warnings,
+        )
+        self.pages = StatusPages(view, cycle_metrics=self._cycle_metrics)
         # One probe run per target at a time: concurrent scrapes share it.
         self._inflight: dict[str, asyncio.Task[ConnectivityReport]] = {}
 
@@ -220,21 +227,13 @@ class WebApp:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def landing(self, request: web.Request) -> web.Response:
-        """Serve a small page linking the endpoints."""
-        links = [
-            *_LINKS,
-            *((f"/probe?target={n}", "probe this deployment now") for n in self.targets),
-        ]
-        items = "".join(
-            f'<li><a href="{html.escape(href)}">{html.escape(href)}</a> {html.escape(text)}</li>'
-            for href, text in links
-        )
-        page = (
-            "<!doctype html><html><head><title>ingest-exporter</title></head><body>"
-            f"<h1>ingest-exporter {html.escape(__version__)}</h1><ul>{items}</ul></body></html>"
-        )
-        return web.Response(text=page, content_type="text/html")
+    def _cycle_metrics(self, cycle: ProbeCycle) -> str:
+        """Return the series one stored cycle produced, as ``/probe`` would have served them."""
+        registry = CollectorRegistry(auto_describe=False)
+        deployment = cycle.report.deployment
+        connectors = tuple(c for c in self.state.connectors if c.deployment == deployment)
+        registry.register(_ProbeCollector(cycle.report, connectors))
+        return generate_latest(registry).decode()
 
 
 async def _report(target: ProbeTarget) -> ConnectivityReport:
@@ -364,7 +363,7 @@ def build_app(
         middlewares.append(_auth_middleware(auth))
     app = web.Application(client_max_size=max(max_body, 1), middlewares=middlewares)
     app.on_cleanup.append(handlers.close)
-    app.router.add_get("/", handlers.landing)
+    handlers.pages.add_routes(app.router)
     app.router.add_get("/metrics", handlers.metrics)
     app.router.add_get("/-/healthy", handlers.healthy)
     app.router.add_get("/-/ready", handlers.ready)

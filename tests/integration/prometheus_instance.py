@@ -139,10 +139,17 @@ async def running_prometheus(
     scrape_configs: Sequence[Mapping[str, Any]],
     *,
     features: Sequence[str] = ("exemplar-storage",),
+    rule_files: Sequence[Path] = (),
+    alertmanager: str | None = None,
+    args: Sequence[str] = (),
 ) -> AsyncIterator[PrometheusInstance]:
-    """Start Prometheus scraping ``scrape_configs``; yield it once ready; stop it after."""
+    """Start Prometheus scraping ``scrape_configs``; yield it once ready; stop it after.
+
+    ``rule_files`` are loaded, alerts go to ``alertmanager`` (``host:port``) when given, and
+    ``args`` are extra flags (e.g. ``--rules.alert.resend-delay=1s``).
+    """
     binary = prometheus_binary()
-    config = _write_config(workdir, scrape_configs)
+    config = _write_config(workdir, scrape_configs, rule_files, alertmanager)
     instance: PrometheusInstance | None = None
     for _attempt in range(3):  # the port can be taken between choosing and binding it
         port = free_port()
@@ -155,6 +162,7 @@ async def running_prometheus(
                 f"--storage.tsdb.path={workdir / 'tsdb'}",
                 f"--web.listen-address=127.0.0.1:{port}",
                 *(f"--enable-feature={f}" for f in features),
+                *args,
                 stdout=sink,
                 stderr=sink,
             )
@@ -173,13 +181,23 @@ async def running_prometheus(
         await instance.stop()
 
 
-def _write_config(workdir: Path, scrape_configs: Sequence[Mapping[str, Any]]) -> Path:
+def _write_config(
+    workdir: Path,
+    scrape_configs: Sequence[Mapping[str, Any]],
+    rule_files: Sequence[Path] = (),
+    alertmanager: str | None = None,
+) -> Path:
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "prometheus.yml"
-    document = {
+    document: dict[str, Any] = {
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
         "scrape_configs": [dict(c) for c in scrape_configs],
     }
+    if rule_files:
+        document["rule_files"] = [str(path) for path in rule_files]
+    if alertmanager:
+        targets = [{"targets": [alertmanager]}]
+        document["alerting"] = {"alertmanagers": [{"static_configs": targets}]}
     config.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
     return config
 

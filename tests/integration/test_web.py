@@ -140,6 +140,9 @@ async def test_basic_auth_on_the_live_daemon(tmp_path: Path, settings_factory: S
         # exporter-toolkit protects every path; so do we (a liveness probe sends credentials).
         assert await _status(url + "/-/healthy") == 401
         assert await _status(url + "/-/healthy", headers=good) == 200
+        for page in ("/", "/probes", "/probes/1", "/api/v1/status", "/api/v1/probes"):
+            assert await _status(url + page) == 401, page
+        assert await _status(url + "/", headers=good) == 200
 
 
 @pytest.fixture(scope="module")
@@ -160,6 +163,8 @@ async def test_tls_with_a_test_certificate(
     async with running_daemon(settings_factory(config)) as (daemon, _):
         https = f"https://127.0.0.1:{daemon.port}"
         assert await _status(https + "/-/healthy", tls=trusted) == 200
+        assert await _status(https + "/", tls=trusted) == 200
+        assert await _status(https + "/probes", tls=trusted) == 200
         with pytest.raises(aiohttp.ClientConnectorCertificateError):
             await _status(https + "/-/healthy", tls=ssl.create_default_context())
         with pytest.raises(aiohttp.ClientError):

@@ -192,3 +192,15 @@ def test_url_secrets_covers_both_readings_and_secret_query_values() -> None:
     secrets = url_secrets("postgresql://u:pw%40x@h/db?sslpassword=q%2Fv&sslmode=require")
     assert {"pw%40x", "pw@x", "q%2Fv", "q/v"} <= set(secrets)
     assert "require" not in secrets
+
+
+@pytest.mark.parametrize(
+    "url", ["redis://127.0.0.1:56379/0", "postgresql://db.internal:5432/ingest"]
+)
+def test_a_url_without_secrets_yields_none_not_its_port(url: str) -> None:
+    """No user-info, no secret parameter: nothing to mask, so logs keep the endpoint readable."""
+    assert url_secrets(url) == []
+    variable = "REDIS_URL" if url.startswith("redis") else "TIMESCALEDB_URL"
+    settings = build_institutional_ingest_config(environ={variable: url})
+    assert url not in settings.secret_values()
+    assert url.rpartition(":")[2].partition("/")[0] not in settings.secret_values()

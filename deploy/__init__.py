@@ -1,0 +1,1 @@
+"""Deployment examples: Prometheus rules (generated), Alertmanager and compose files."""

@@ -1,0 +1,1 @@
+"""Prometheus alerting and recording rules for ingest-exporter, generated from Python."""

@@ -1,0 +1,1 @@
+"""Grafana dashboards for ingest-exporter, written as code with grafana-foundation-sdk."""
