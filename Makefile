@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ENV := . .services/env &&
 
-.PHONY: run test lint unit integration docs dashboards bench services services-stop tools venv clean
+.PHONY: run test lint unit integration docs dashboards bench soak services services-stop tools venv clean
 
 run: venv services
 	$(ENV) exec $(BIN)/ingest-exporter run
@@ -26,6 +26,10 @@ lint: venv
 	$(BIN)/ruff check exporter tests bench grafana deploy
 	$(BIN)/ruff format --check exporter tests bench grafana deploy
 	$(BIN)/mypy
+
+# 30 minutes at a 1 s probe interval with a fault every 30 s; not part of `make test`.
+soak: venv services
+	$(ENV) $(BIN)/python -m bench.soak
 
 docs: venv
 	$(BIN)/python -m exporter.telemetry.catalog README.md

@@ -84,8 +84,15 @@ def config_error(exc: ValidationError, origins: Origins) -> ConfigError:
         return ConfigError(origins(loc), "expected a value (required)")
     expected = _EXPECTED.get(error["type"]) or _explain(message)
     got = error.get("input")
-    # Echo the offending value only where it cannot be a credential.
-    if isinstance(got, str | int | float) and not _SECRET_LEAF.search(loc[-1]) and error["loc"]:
+    # Echo the offending value only where it cannot be a credential. Never for a pattern
+    # mismatch: those fields get their values split out of lists and pairs, so the value
+    # may be the second half of a ``user:secret`` put there by mistake ("monitor:hunter 2").
+    if (
+        isinstance(got, str | int | float)
+        and not _SECRET_LEAF.search(loc[-1])
+        and error["loc"]
+        and error["type"] != "string_pattern_mismatch"
+    ):
         shown = str(got)
         expected += f", got {shown!r}" if echoable(shown) else ""
     return ConfigError(origins(loc), expected)

@@ -7,7 +7,7 @@ from typing import Annotated, Any, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-__all__ = ["Identifier", "PositiveSeconds"]
+__all__ = ["Identifier", "PlainName", "PositiveSeconds"]
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$")
@@ -15,6 +15,9 @@ _TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62}
 PositiveSeconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 # Names that refer to a declared dimension: never a URL or a `user:secret` an error could quote.
 Identifier = Annotated[str, Field(pattern=_IDENTIFIER.pattern)]
+#: Free text that is published (manifest, labels) or sent to a server as a name: no
+#: whitespace, '@' or '/', so no URL and no ``user:secret@host`` can be put there by mistake.
+PlainName = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[^\s@/]+$")]
 
 
 class _Frozen(BaseModel):

@@ -11,7 +11,7 @@ from typing import Any, Self
 
 from pydantic import Field, model_validator
 
-from exporter._frozen import PositiveSeconds, _Frozen
+from exporter._frozen import PlainName, PositiveSeconds, _Frozen
 
 __all__ = ["KafkaLagSettings", "LagGroup", "check_sasl", "check_tls_files"]
 
@@ -20,11 +20,13 @@ class LagGroup(_Frozen):
     """A consumer group whose lag is read (never joined), by exact name or by pattern.
 
     In a list, a plain string is a group name and ``/regex/`` a pattern matched against the
-    whole group id; thresholds not given here come from :class:`KafkaLagSettings`.
+    whole group id; thresholds not given here come from :class:`KafkaLagSettings`. Either is
+    published as written (the check ``group_lag:<entry>``), so neither may hold whitespace or
+    an ``@``: no URL and no ``user:secret@host`` put there by mistake reaches a label.
     """
 
-    name: str | None = Field(None, min_length=1, max_length=249)
-    match: str | None = Field(None, min_length=1)
+    name: PlainName | None = Field(None, max_length=249)
+    match: str | None = Field(None, min_length=1, pattern=r"^[^\s@]+$")
     warn_seconds: PositiveSeconds | None = None
     down_seconds: PositiveSeconds | None = None
 

@@ -18,7 +18,7 @@ from pydantic import (
 from redis.connection import URL_QUERY_ARGUMENT_PARSERS
 
 from exporter._drill_settings import TimescaleFailoverDrillSettings
-from exporter._frozen import _IDENTIFIER, _TABLE, Identifier, PositiveSeconds, _Frozen
+from exporter._frozen import _IDENTIFIER, _TABLE, Identifier, PlainName, PositiveSeconds, _Frozen
 from exporter._kafka_settings import KafkaLagSettings, check_sasl, check_tls_files
 from exporter._urls import POSTGRES_QUERY, driver_url
 from exporter.redaction import option_secrets, url_secrets
@@ -44,7 +44,7 @@ class TimescaleSettings(_Frozen):
     """Connection to the TimescaleDB/PostgreSQL database the ingest writes into."""
 
     url: SecretStr = SecretStr(DEFAULT_TIMESCALE_URL)
-    application_name: str = Field("ingest-exporter", min_length=1, max_length=63)
+    application_name: PlainName = Field("ingest-exporter", max_length=63)
     pool_max_size: int = Field(2, ge=1, le=20)
     statement_timeout_seconds: PositiveSeconds = 5.0
     #: A streaming replica: the fallback path failover drills read.
@@ -84,8 +84,8 @@ class RedisCacheSettings(_Frozen):
     strategy: CachePreset = "disabled"
     ttl_seconds: int | None = Field(None, gt=0)
     max_keys: int | None = Field(None, gt=0)
-    namespace: str = Field("ingest:cache", min_length=1, max_length=128)
-    invalidate_prefixes: tuple[str, ...] = ()
+    namespace: PlainName = Field("ingest:cache", max_length=128)
+    invalidate_prefixes: tuple[PlainName, ...] = ()
 
     @property
     def enabled(self) -> bool:
@@ -138,9 +138,9 @@ class KafkaSettings(_Frozen):
     ssl_certfile: FilePath | None = None
     #: PEM private key of ``ssl_certfile`` (omit when the certificate file holds it).
     ssl_keyfile: FilePath | None = None
-    client_id: str = Field("ingest-exporter", min_length=1)
+    client_id: PlainName = "ingest-exporter"
     ingest_topics: tuple[TopicBinding, ...] = ()
-    consumer_group: str = Field("ingest-exporter", min_length=1)
+    consumer_group: PlainName = "ingest-exporter"
     allow_shared_group: bool = False
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     commit_mode: Literal["after_delivery", "periodic"] = "after_delivery"
@@ -243,6 +243,7 @@ class WebSettings(_Frozen):
     listen_address: str = DEFAULT_LISTEN_ADDRESS
     config_file: Path | None = None
     max_request_body_bytes: int = Field(65_536, ge=0)
+    read_header_timeout_seconds: float = Field(10.0, gt=0, le=3600)
 
     @field_validator("listen_address")
     @classmethod

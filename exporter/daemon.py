@@ -39,6 +39,8 @@ SHUTDOWN_TIMEOUT = 10.0
 #: Share of the stop budget for the listener: in-flight requests get this long to finish,
 #: then they are cancelled (an on-demand probe must not outlive the connectors it uses).
 _WEB_SHARE = 0.25
+#: Longest wait for the unread rest of a refused request body, in seconds.
+_LINGER = 1.0
 #: Share for running drills to stop their injection command and store their record.
 _DRILL_SHARE = 0.35
 #: The stop bounds each of its steps; the cleanup helper's own bound is only a backstop.
@@ -120,12 +122,21 @@ class Daemon:
             handlers,
             max_body=self.settings.web.max_request_body_bytes,
             web_config=self.web_config,
+            read_timeout=self.settings.web.read_header_timeout_seconds,
         )
         DrillRoutes(self.drills, timeout=self.settings.probes.timeout_seconds).add_to(app)
         self._runner = web.AppRunner(
             app,
             access_log=None,
             handle_signals=False,
+            # aiohttp arms this timer when a connection opens and after each response, and it
+            # closes the connection if no complete request head arrived by then: it is the
+            # header read timeout (a client sending a byte a second is not held), and idle
+            # keep-alive connections get the same bound.
+            keepalive_timeout=self.settings.web.read_header_timeout_seconds,
+            # After an answer to a request whose body was not read (408, 413), aiohttp reads
+            # and drops the rest for this long (default 10 s) so the client sees the answer.
+            lingering_time=min(_LINGER, self.settings.web.read_header_timeout_seconds),
             # Below the stop's share for the listener, so the cleanup hooks still run.
             shutdown_timeout=SHUTDOWN_TIMEOUT * _WEB_SHARE * 0.8,
         )

@@ -108,8 +108,14 @@ class InstitutionalIngestServices:
         self.event_bus: EventBus = event_bus or CallbackBus(_observe_only)
         self.cache: RedisCache | None = None
         if deployment.redis.cache.enabled:
+            # Refreshed at the probe cadence: after a Redis outage the cache series come
+            # back with the probes instead of a fixed 15 s later.
             self.cache = RedisCache(
-                self.redis, deployment.redis.cache, deployment=self.name, on_change=state.touch
+                self.redis,
+                deployment.redis.cache,
+                deployment=self.name,
+                interval=settings.probes.interval_seconds,
+                on_change=state.touch,
             )
         self.bridge: KafkaIngestBridge | None = None
         if deployment.kafka.ingest_topics:

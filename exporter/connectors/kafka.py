@@ -8,7 +8,7 @@ import ssl
 from typing import Any, ClassVar
 
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.conn import create_conn
+from aiokafka.conn import AIOKafkaConnection
 
 from exporter._cleanup import shielded
 from exporter.config import KafkaSettings
@@ -100,18 +100,22 @@ class KafkaConnector(Connector):
         """
         options = self.client_options()
         host, _, port = self.settings.bootstrap_servers[0].rpartition(":")
+        # What aiokafka's create_conn does, but closed when the caller's deadline cancels
+        # the handshake: otherwise the half-open connection and its read task are left to
+        # the garbage collector ("Unclosed AIOKafkaConnection", a task destroyed pending).
+        connection = AIOKafkaConnection(
+            host.strip("[]"),
+            int(port),
+            client_id=options["client_id"],
+            request_timeout_ms=options["request_timeout_ms"],
+            ssl_context=options.get("ssl_context"),
+            security_protocol=options["security_protocol"],
+            sasl_mechanism=options.get("sasl_mechanism"),
+            sasl_plain_username=options.get("sasl_plain_username"),
+            sasl_plain_password=options.get("sasl_plain_password"),
+        )
         try:
-            connection = await create_conn(
-                host.strip("[]"),
-                int(port),
-                client_id=options["client_id"],
-                request_timeout_ms=options["request_timeout_ms"],
-                ssl_context=options.get("ssl_context"),
-                security_protocol=options["security_protocol"],
-                sasl_mechanism=options.get("sasl_mechanism"),
-                sasl_plain_username=options.get("sasl_plain_username"),
-                sasl_plain_password=options.get("sasl_plain_password"),
-            )
+            await connection.connect()
         except ConnectionResetError as exc:
             if "ssl_context" not in options:
                 return exc
@@ -123,7 +127,8 @@ class KafkaConnector(Connector):
             return error
         except Exception as exc:  # noqa: BLE001 - the failure is the answer
             return exc
-        connection.close()
+        finally:
+            connection.close()
         return None
 
     async def explain(self, exc: BaseException) -> Reason:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, ClassVar
@@ -56,7 +57,23 @@ class TimescaleConnector(Connector):
     @asynccontextmanager
     async def acquire(self) -> AsyncIterator[Any]:
         """Lend a pooled connection (asyncpg ``Connection``) bounded by the connect timeout."""
-        if self._pool is None:
+        pool = self._pool
+        if pool is None:
             raise ConnectorError(self.name, Reason.ERROR, "connector not started")
-        async with self._pool.acquire(timeout=self.connect_timeout) as connection:
+        connection = await pool.acquire(timeout=self.connect_timeout)
+        try:
             yield connection
+        finally:
+            # asyncpg shields the release (it resets a connection whose query was just
+            # cancelled), but when the probe's timeout cancels this task meanwhile, a failed
+            # release (that reset timing out on a slow server) is an exception nobody
+            # retrieves. Run it as a task of our own whose outcome is always read.
+            release = asyncio.ensure_future(pool.release(connection))
+            release.add_done_callback(_consume_outcome)
+            await asyncio.shield(release)
+
+
+def _consume_outcome(task: asyncio.Future[None]) -> None:
+    """Mark a release's failure as seen; asyncpg has already terminated that connection."""
+    if not task.cancelled():
+        task.exception()

@@ -11,13 +11,20 @@ from collections.abc import Callable, MutableMapping
 from typing import Any, TextIO, cast
 
 import structlog
+from aiohttp.http_exceptions import HttpProcessingError
 from opentelemetry import trace
 
 from exporter.redaction import Redactor
 from exporter.telemetry.cycle_log import CaptureCycleLog, drop_below, keep_for_cycle
 from exporter.telemetry.tracing import span_ids
 
-__all__ = ["LibraryRateLimit", "RedactProcessor", "add_trace_context", "configure_logging"]
+__all__ = [
+    "HttpParserErrorScrub",
+    "LibraryRateLimit",
+    "RedactProcessor",
+    "add_trace_context",
+    "configure_logging",
+]
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
 
@@ -104,6 +111,29 @@ class LibraryRateLimit(logging.Filter):
         return True
 
 
+class HttpParserErrorScrub(logging.Filter):
+    """Replace aiohttp's log record of a malformed request by one without the request's bytes.
+
+    aiohttp logs every request it cannot parse with the parser's exception, whose text quotes
+    the offending line: for a header over 8 KiB that is the start of its value, typically a
+    bearer token (``Got more than 8190 bytes when reading: b'Bearer ...'``). No redactor can
+    recognise an unlabelled token, so the record keeps only the error's type and status. A
+    client's malformed request is not the exporter's error: the level becomes warning.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite a record that carries an HTTP parser error; keep every other record."""
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.msg, record.args = "http_request_rejected", ()
+            record.exc_info, record.exc_text, record.stack_info = None, None, None
+            record.error_type = type(exc).__name__
+            record.status = exc.code
+            if record.levelno > logging.WARNING:
+                record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 def configure_logging(
     *,
     level: str = "info",
@@ -154,6 +184,8 @@ def configure_logging(
             foreign_pre_chain=[structlog.stdlib.add_logger_name, structlog.stdlib.ExtraAdder()],
         )
     )
+    # Before the rate limit, which keys on the (rewritten) message template.
+    handler.addFilter(HttpParserErrorScrub())
     if numeric > logging.DEBUG:
         handler.addFilter(LibraryRateLimit())
     root = logging.getLogger()

@@ -8,7 +8,6 @@ from typing import Any, ClassVar
 import structlog
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.core import Metric
-from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Exemplar
 
@@ -23,6 +22,7 @@ from exporter.probes.redis import METRIC_SPECS as REDIS_SPECS
 from exporter.probes.timescale import METRIC_SPECS as TIMESCALE_SPECS
 from exporter.reasons import Reason
 from exporter.state import DURATION_BUCKETS, ExporterState
+from exporter.telemetry._exposition import negotiate
 
 __all__ = [
     "EXPOSED_NAMES",
@@ -332,7 +332,7 @@ class MetricsRenderer:
 
     def render(self, accept: str | None) -> tuple[bytes, str]:
         """Return the exposition body and content type for an ``Accept`` header."""
-        encoder, content_type = choose_encoder(accept or "")
+        encoder, content_type = negotiate(accept)
         version = self._state.version
         cached = self._cache.get(content_type)
         if cached is not None and cached[0] == version:

@@ -18,7 +18,7 @@ from aiohttp import hdrs, web
 from aiohttp.web import ContentCoding
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import Metric
-from prometheus_client.exposition import choose_encoder, generate_latest
+from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
 from exporter.history import ProbeCycle
@@ -26,6 +26,7 @@ from exporter.metricspec import MetricSpec, family, spec
 from exporter.probes.base import ConnectivityReport, ProbeResult, Status
 from exporter.reasons import Reason
 from exporter.state import ExporterState
+from exporter.telemetry._exposition import negotiate
 from exporter.telemetry.drill_pages import DrillSource
 from exporter.telemetry.metrics import EXPOSED_NAMES, MEASUREMENTS, IngestCollector, MetricsRenderer
 from exporter.telemetry.status_routes import StatusPages
@@ -176,7 +177,7 @@ class WebApp:
         registry = CollectorRegistry(auto_describe=False)
         connectors = tuple(c for c in self.state.connectors if c.deployment == name)
         registry.register(_ProbeCollector(report, connectors))
-        encoder, content_type = choose_encoder(request.headers.get(hdrs.ACCEPT) or "")
+        encoder, content_type = negotiate(request.headers.get(hdrs.ACCEPT))
         return _exposition(request, encoder(registry), content_type)
 
     async def _probe_within(
@@ -304,20 +305,24 @@ def _headers_middleware(headers: Mapping[str, str]) -> Any:
     return add_headers
 
 
-def _body_limit_middleware(max_body: int) -> Any:
+def _body_limit_middleware(max_body: int, read_timeout: float) -> Any:
     @web.middleware
     async def bounded_body(request: web.Request, handler: Handler) -> web.StreamResponse:
-        # No route takes a body; one is read (and dropped) only up to the limit, so a client
-        # cannot make the server buffer or wait for more.
+        # No route takes a body; one is read (and dropped) only up to the limit and within
+        # the read timeout, so a client cannot make the server buffer or wait for more.
         if request.body_exists:
             length = request.content_length
             if length is not None and length > max_body:
                 raise web.HTTPRequestEntityTooLarge(max_size=max_body, actual_size=length)
             size = 0
-            while chunk := await request.content.readany():
-                size += len(chunk)
-                if size > max_body:
-                    raise web.HTTPRequestEntityTooLarge(max_size=max_body, actual_size=size)
+            try:
+                async with asyncio.timeout(read_timeout):
+                    while chunk := await request.content.readany():
+                        size += len(chunk)
+                        if size > max_body:
+                            raise web.HTTPRequestEntityTooLarge(max_size=max_body, actual_size=size)
+            except TimeoutError:
+                raise web.HTTPRequestTimeout(headers={hdrs.CONNECTION: "close"}) from None
         return await handler(request)
 
     return bounded_body
@@ -339,11 +344,18 @@ def _auth_middleware(auth: BasicAuth) -> Any:
 
 
 def build_app(
-    handlers: WebApp, *, max_body: int = 65_536, web_config: WebConfig | None = None
+    handlers: WebApp,
+    *,
+    max_body: int = 65_536,
+    web_config: WebConfig | None = None,
+    read_timeout: float = 10.0,
 ) -> web.Application:
-    """Return the aiohttp application (GET/HEAD routes; other methods 405, other paths 404)."""
+    """Return the aiohttp application (GET/HEAD routes; other methods 405, other paths 404).
+
+    A request body not read in full within ``read_timeout`` seconds answers 408.
+    """
     config = web_config or WebConfig()
-    middlewares = [_body_limit_middleware(max_body)]
+    middlewares = [_body_limit_middleware(max_body, read_timeout)]
     if config.http_server_config.headers:
         middlewares.insert(0, _headers_middleware(config.http_server_config.headers))
     auth = config.basic_auth()

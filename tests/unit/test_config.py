@@ -241,6 +241,14 @@ def test_a_credential_in_the_wrong_place_is_never_echoed(
         assert part not in message
 
 
+def test_the_half_of_a_pair_that_fails_a_pattern_is_not_quoted() -> None:
+    """A ``user:secret`` pasted into a pair list never has its second half quoted."""
+    env = {"KAFKA_INGEST_TOPICS": "monitor:hunter 2", "INGEST_DIMENSIONS": "ticks,monitor"}
+    with pytest.raises(ConfigError, match=r"^KAFKA_INGEST_TOPICS: expected") as caught:
+        build_institutional_ingest_config(environ=env)
+    assert "hunter" not in str(caught.value)
+
+
 def test_a_plain_bad_value_is_still_quoted() -> None:
     """A value that cannot be a credential is echoed, so the operator sees what was wrong."""
     with pytest.raises(ConfigError, match=r"got 'soon'"):

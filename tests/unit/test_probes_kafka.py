@@ -244,6 +244,36 @@ async def test_a_slow_describe_times_out_within_the_probe_timeout() -> None:
     assert connector.resets == 1  # a timed-out admin client is not reused
 
 
+class _HungClusterAdmin(FakeAdmin):
+    """An admin client whose cluster describe never answers until told to."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answer = asyncio.Event()
+
+    async def describe_cluster(self) -> dict[str, Any]:
+        """Wait for ``answer``, then describe the cluster."""
+        await self.answer.wait()
+        return await super().describe_cluster()
+
+
+async def test_a_run_cancelled_mid_describe_returns_at_once_and_drops_the_admin() -> None:
+    """Cancelled inside describe_cluster: the run ends at the timeout and the admin is dropped."""
+    admin = _HungClusterAdmin()
+    connector = _connector(admin, timeout=0.2)
+    probe = KafkaProbe(connector)
+    t0 = time.perf_counter()
+    [result] = await ProbeRunner(default_timeout=0.2).run_one(probe)
+    # Not waiting for the cut-off request is what keeps the probe within its timeout.
+    assert time.perf_counter() - t0 < 0.3
+    assert (result.check, result.status, result.reason) == ("metadata", Status.DOWN, Reason.TIMEOUT)
+    await asyncio.sleep(0)  # the reset runs in the background, after the run has reported
+    assert connector.resets == 1  # the next run bootstraps a new admin client
+    admin.answer.set()
+    [result] = await ProbeRunner(default_timeout=0.2).run_one(probe)
+    assert (result.check, result.status) == ("metadata", Status.OK)
+
+
 async def test_a_run_that_waited_for_the_lock_still_reports_within_its_timeout() -> None:
     """Two overlapping runs (loop and /probe): the second's deadline counts from its call."""
     connector = _connector(FakeAdmin(describe_hangs=True), timeout=0.4)
