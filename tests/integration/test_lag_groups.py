@@ -198,7 +198,11 @@ async def connector(bootstrap: str) -> AsyncIterator[KafkaConnector]:
 
 async def commit_and_leave(bootstrap: str, group: str, offsets: dict[TopicPartition, int]) -> None:
     """Commit ``offsets`` for ``group`` and leave it: offsets stay, no member does."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group)
+    # No auto-commit: on stop it would commit its own position, which may already be reset
+    # to the end, over the offset committed here.
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+    )
     await consumer.start()
     try:
         consumer.assign(list(offsets))

@@ -101,7 +101,11 @@ async def produce(bootstrap: str, topic: str, partition: int, count: int) -> Non
 
 async def commit(bootstrap: str, group: str, offsets: dict[TopicPartition, int]) -> None:
     """Commit ``offsets`` for ``group`` and leave: the group keeps offsets, has no member."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group)
+    # No auto-commit: on stop it would commit the consumer's own position, which it may
+    # already have reset to the end before our commit landed (lag 0 instead of N).
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+    )
     await consumer.start()
     try:
         consumer.assign(list(offsets))

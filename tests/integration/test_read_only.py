@@ -237,7 +237,11 @@ async def seed_group(bootstrap: str, topic: str, group: str) -> None:
             await producer.send_and_wait(topic, str(index).encode(), partition=0)
     finally:
         await producer.stop()
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group)
+    # No auto-commit: on stop it would commit its own position, which may already be reset
+    # to the end, over the offset committed here.
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+    )
     await consumer.start()
     try:
         consumer.assign([TopicPartition(topic, 0)])
