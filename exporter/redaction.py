@@ -153,9 +153,11 @@ def url_secrets(url: str) -> list[str]:
         The non-empty pieces, without duplicates.
     """
     raw = url.strip().partition("://")[2]
-    userinfo, at, _ = authority(url).partition("@")
-    # Without an '@' there is no user-info: what follows a ':' is a port, not a password.
-    candidates = [userinfo.partition(":")[2]] if at else []
+    # Without any '@' there is no user-info: what follows a ':' is a port, not a password.
+    # With one anywhere (a raw '/' or '?' in the password ends the authority early), what
+    # follows the first ':' may be the password's start, as a driver would read it.
+    userinfo = authority(url).partition("@")[0]
+    candidates = [userinfo.partition(":")[2]] if "@" in raw else []
     parts = split_url(url)
     if parts is not None and parts.password is not None:
         candidates.append(parts.password)
