@@ -3,28 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m exporter`` with a clean environment plus ``env``."""
-    base = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
-    return subprocess.run(
-        [sys.executable, "-m", "exporter", *args],
-        env={**base, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=REPO,
-        check=False,
-    )
+from tests.clirun import run_cli
 
 
 def test_check_config_accepts_the_embedded_default() -> None:

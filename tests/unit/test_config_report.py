@@ -3,31 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from exporter.config import build_institutional_ingest_config, explain_configuration
 from exporter.errors import ConfigError
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m exporter`` with a clean environment plus ``env``."""
-    base = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
-    return subprocess.run(
-        [sys.executable, "-m", "exporter", *args],
-        env={**base, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=REPO,
-        check=False,
-    )
+from tests.clirun import run_cli
 
 
 def unknown(environ: dict[str, str]) -> dict[str, str | None]:

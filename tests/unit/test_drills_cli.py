@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .test_cli import run_cli
+from tests.clirun import run_cli
 
 
 def test_drill_with_drills_disabled_exits_2() -> None:
